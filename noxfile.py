@@ -1,0 +1,23 @@
+"""The project's checks: `nox` runs lint (ruff, mypy --strict) and the tests on every Python."""
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = False
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite, against the package as a user installs it (not editable)."""
+    session.install(".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.12")
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check, mypy --strict over src, tests and bench."""
+    session.install("-e", ".[dev]", "nox")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "--strict")

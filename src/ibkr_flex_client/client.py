@@ -1,0 +1,339 @@
+"""The aiohttp driver: the one place that touches the network, sleeps, and translates errors.
+
+Everything it decides comes from :mod:`.flow`; this module performs the requests and waits the
+flow asks for, and turns every aiohttp, asyncio and OS error into a :class:`Trouble` value (never
+an exception carrying a URL, which would hold the token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import socket
+from datetime import date
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ._clock import Clock, SystemClock
+from .dates import parse_ib_date
+from .errors import FlexError
+from .flow import FetchSettings, Wait, fetch_flow, worst_case_seconds
+from .protocol import DEFAULT_BASE_URL, HttpRequest, Reply, Trouble, redact
+from .protocol import user_agent as _user_agent_header
+from .retry import attempt_limit
+from .statement import FlexStatement
+
+__all__ = ["FlexClient"]
+
+logger = logging.getLogger("ibkr_flex_client")
+
+# "fd/td ... at most 365 days"; "p=N ... 1 <= N <= 365" (docs/protocol.md).
+MAX_RANGE_DAYS = 365
+_COMPACT_DATE = re.compile(r"\d{8}")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _as_date(name: str, value: object) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    if isinstance(value, str) and _COMPACT_DATE.fullmatch(value):
+        try:
+            return parse_ib_date(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{name} must be a datetime.date or a 'yyyyMMdd' string, got {value!r}")
+
+
+def _check_dates(from_date: object, to_date: object) -> tuple[date | None, date | None]:
+    start, end = _as_date("from_date", from_date), _as_date("to_date", to_date)
+    if (start is None) != (end is None):
+        missing = "to_date" if end is None else "from_date"
+        raise ValueError(f"{missing} is required too: IB takes from_date and to_date together")
+    if start is not None and end is not None:
+        if start > end:
+            raise ValueError(f"from_date {start} is after to_date {end}")
+        days = (end - start).days + 1
+        if days > MAX_RANGE_DAYS:
+            raise ValueError(
+                f"from_date {start} to to_date {end} spans {days} days; "
+                f"IB allows at most {MAX_RANGE_DAYS}"
+            )
+    return start, end
+
+
+def _check_period(period: object, *, has_dates: bool) -> None:
+    if isinstance(period, bool) or not isinstance(period, int):
+        raise ValueError(f"period must be a whole number of days, got {period!r}")
+    if not 1 <= period <= MAX_RANGE_DAYS:
+        raise ValueError(f"period must be 1 to {MAX_RANGE_DAYS} days, got {period}")
+    if has_dates:
+        raise ValueError("give period or from_date/to_date, not both")
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_base_url(base_url: object) -> str:
+    if not isinstance(base_url, str):
+        raise ValueError(f"base_url must be a URL string, got {base_url!r}")
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ValueError(
+            f"base_url must be an http(s) URL with a host and no query, got {base_url!r}"
+        )
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        # The token travels in the query string: plain http only where it cannot leave this host.
+        raise ValueError(f"base_url must use https unless it is on loopback, got {base_url!r}")
+    del port
+    return base_url.rstrip("/")
+
+
+class FlexClient:
+    """Downloads one Flex Query's statement through IB's Flex Web Service.
+
+    >>> client = FlexClient(token="…", query_id="123456")        # doctest: +SKIP
+    >>> statement = await client.fetch()                           # doctest: +SKIP
+
+    All arguments are keyword-only and checked here: an invalid value or combination raises
+    ``ValueError`` naming the argument (and never showing the token).
+
+    Args:
+        token: the Flex Web Service token from IB's Account Management. Secret: it appears in
+            no log, exception, repr or file.
+        query_id: the Flex Query's id.
+        max_retries: the most requests each step may make in one fetch; bounds the
+            GetStatement polls. At least 1.
+        backoff_base: seconds; the first wait after a throttle (1018) or transient failure,
+            doubling each time in a row up to 600 s. Also the longest gap between polls.
+        from_date, to_date: override the query's dates (``fd``/``td``): a ``date`` or a
+            ``"yyyyMMdd"`` string, both or neither, at most 365 days from first to last.
+        period: override the query's period with the last N days (``p``), 1 to 365; not
+            together with dates.
+        timeout: seconds without progress after which one HTTP attempt is abandoned (and
+            retried). One attempt lasts at most 10 x ``timeout`` in all.
+        user_agent: your application's product token, sent before this library's own
+            (``"myapp/2.1 ibkr-flex-client/0.1.0 Python/3.12"``).
+        base_url: replaces ``https://ndcdyn.interactivebrokers.com`` (a proxy, or a local
+            simulator in tests). Plain http is accepted only on loopback.
+        clock: what the client sleeps on; tests pass ``testing.FakeClock`` to skip real waits.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        query_id: str | int,
+        max_retries: int = 10,
+        backoff_base: float = 10.0,
+        from_date: date | str | None = None,
+        to_date: date | str | None = None,
+        period: int | None = None,
+        timeout: float = 30.0,
+        user_agent: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(token, str) or not token:
+            raise ValueError("token must be a non-empty string")
+        if any(ch.isspace() or not ch.isprintable() for ch in token):
+            raise ValueError("token must not contain white space or control characters")
+        if isinstance(query_id, bool) or not isinstance(query_id, (str, int)):
+            raise ValueError(f"query_id must be a string, got {type(query_id).__name__}")
+        query = str(query_id).strip()
+        if not query:
+            raise ValueError("query_id must be a non-empty string")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
+            raise ValueError(f"max_retries must be an integer of at least 1, got {max_retries!r}")
+        start, end = _check_dates(from_date, to_date)
+        if period is not None:
+            _check_period(period, has_dates=start is not None)
+        if user_agent is not None and (
+            not isinstance(user_agent, str) or not user_agent.isprintable()
+        ):
+            raise ValueError(f"user_agent must be printable text, got {user_agent!r}")
+        self._settings = FetchSettings(
+            token=token,
+            query_id=query,
+            base_url=_check_base_url(base_url),
+            max_retries=max_retries,
+            backoff_base=_check_positive("backoff_base", backoff_base),
+            from_date=start,
+            to_date=end,
+            period=period,
+        )
+        self._timeout = _check_positive("timeout", timeout)
+        self._headers = {"User-Agent": _user_agent_header(user_agent or None)}
+        self._clock: Clock = clock if clock is not None else SystemClock()
+
+    @property
+    def query_id(self) -> str:
+        """The Flex Query id this client fetches."""
+        return self._settings.query_id
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """The longest one :meth:`fetch` can take with these settings, in seconds.
+
+        Each step makes at most ``max_retries`` requests of at most 10 x ``timeout`` each, with
+        at most ``max(600, backoff_base)`` seconds between two of them. With the defaults:
+        ``2·10·300 + 19·600`` = 17,400 s. Typical fetches take seconds.
+        """
+        return worst_case_seconds(
+            max_retries=self._settings.max_retries,
+            backoff_base=self._settings.backoff_base,
+            timeout=self._timeout,
+        )
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return (
+            f"FlexClient(query_id={s.query_id!r}, base_url={s.base_url!r}, "
+            f"max_retries={s.max_retries}, backoff_base={s.backoff_base}, "
+            f"timeout={self._timeout})"
+        )
+
+    async def fetch(self, session: aiohttp.ClientSession | None = None) -> FlexStatement:
+        """Run SendRequest, poll GetStatement, and return the checked statement.
+
+        Args:
+            session: the ``aiohttp.ClientSession`` to use; it is left open. Without one, the
+                client opens its own and closes it before returning.
+
+        Returns:
+            The :class:`FlexStatement`: always a complete, well-formed ``FlexQueryResponse``.
+
+        Raises:
+            FlexError: a subclass saying what to do next (see :mod:`ibkr_flex_client.errors`).
+                Nothing else escapes, except ``asyncio.CancelledError`` when cancelled.
+
+        Always ends by itself: at most :attr:`worst_case_seconds`. aiohttp's silent one-time
+        re-send of a GET on a dropped connection is switched off on the session used, since
+        that re-send would reach IB within the same second (a 1018).
+        """
+        if session is not None:
+            if session.closed:
+                raise FlexError("the aiohttp session passed to fetch() is closed")
+            _no_silent_retry(session)
+            return await self._run(session)
+        async with aiohttp.ClientSession() as own:
+            _no_silent_retry(own)
+            return await self._run(own)
+
+    async def _run(self, session: aiohttp.ClientSession) -> FlexStatement:
+        flow = fetch_flow(self._settings)
+        outcome: Reply | Trouble | None = None
+        while True:
+            try:
+                action = flow.send(outcome)
+            except StopIteration as done:
+                statement: FlexStatement = done.value
+                logger.info(
+                    "query %s: statement of %d bytes received", self.query_id, len(statement.xml)
+                )
+                return statement
+            if isinstance(action, Wait):
+                logger.debug(
+                    "query %s: %s waiting %.1f s (%s)",
+                    self.query_id,
+                    action.step,
+                    action.seconds,
+                    action.reason,
+                )
+                await self._clock.sleep(action.seconds)
+                outcome = None
+            else:
+                logger.debug("query %s: %s GET %s", self.query_id, action.step, action.safe_url)
+                outcome = await self._perform(session, action)
+                if isinstance(outcome, Trouble):
+                    logger.info("query %s: %s failed: %s", self.query_id, action.step, outcome)
+
+    async def _perform(
+        self, session: aiohttp.ClientSession, request: HttpRequest
+    ) -> Reply | Trouble:
+        """One GET; every failure becomes a :class:`Trouble` whose text holds no token."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=self._timeout, sock_read=self._timeout
+        )
+        try:
+            return await asyncio.wait_for(
+                self._exchange(session, request, timeout), attempt_limit(self._timeout)
+            )
+        except asyncio.TimeoutError as exc:
+            # aiohttp raises its own TimeoutError subclasses for the socket timeouts.
+            trouble = _timeout_trouble(exc, self._timeout)
+        except aiohttp.ClientResponseError as exc:  # a caller's session with raise_for_status
+            trouble = Trouble(f"HTTP {exc.status} from {request.step}", exc.status)
+        except aiohttp.ClientConnectorError as exc:
+            trouble = _connect_trouble(exc)
+        except aiohttp.ServerDisconnectedError:
+            trouble = Trouble(f"the server closed the connection during {request.step}")
+        except aiohttp.ClientPayloadError:
+            trouble = Trouble(f"the {request.step} body was cut short")
+        except (aiohttp.ClientError, OSError) as exc:
+            trouble = Trouble(f"{type(exc).__name__} during {request.step}: {exc}")
+        return Trouble(redact(trouble.reason, self._settings.token), trouble.http_status)
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        request: HttpRequest,
+        timeout: aiohttp.ClientTimeout,
+    ) -> Reply:
+        # No redirects: a 3xx to another host would carry the token there. A 3xx is HTTP
+        # trouble like any other non-2xx answer.
+        async with session.get(
+            request.url,
+            params=dict(request.params),
+            headers=self._headers,
+            allow_redirects=False,
+            timeout=timeout,
+        ) as response:
+            # Bytes, not text: IB's Content-Type charset and the XML declaration may disagree.
+            body = await response.read()
+            return Reply(response.status, body)
+
+
+def _no_silent_retry(session: aiohttp.ClientSession) -> None:
+    """Stop aiohttp from re-sending a GET by itself when the connection drops.
+
+    aiohttp (3.10 and later) repeats an idempotent request once, at once, when the server
+    closes the connection. At IB that second request lands within milliseconds of the first:
+    a sure 1018 that counts against the token, and invisible to our pacing. There is no public
+    switch, so the session's private flag is cleared where it exists; our own retry policy
+    decides when to try again. The session otherwise behaves as before.
+    """
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False  # noqa: SLF001
+
+
+def _timeout_trouble(exc: BaseException, timeout: float) -> Trouble:
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return Trouble(f"no progress for {timeout:g} s (the read or connect stalled)")
+    return Trouble(f"the attempt took longer than {attempt_limit(timeout):g} s")
+
+
+def _connect_trouble(exc: aiohttp.ClientConnectorError) -> Trouble:
+    host = f"{exc.host}:{exc.port}"
+    if isinstance(exc.os_error, socket.gaierror):
+        return Trouble(f"DNS lookup failed for {exc.host}")
+    reason = exc.os_error.strerror or type(exc.os_error).__name__
+    return Trouble(f"cannot connect to {host}: {reason}")

@@ -1,0 +1,205 @@
+"""One fetch as a pure state machine: it says what to do, a driver does it.
+
+:func:`fetch_flow` is a generator. It yields an :class:`HttpRequest` (the driver answers with
+the :class:`Reply` it got, or the :class:`Trouble` that came instead) or a :class:`Wait` (the
+driver sleeps and sends ``None``). It returns the :class:`FlexStatement`, or raises a
+:class:`FlexError`. No clock, no sockets: tests drive it with canned answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from collections.abc import Generator
+from datetime import date
+
+from .errors import FlexError, QueryError, Step
+from .protocol import (
+    GET_PATH,
+    CodeKind,
+    HttpRequest,
+    IbAnswer,
+    Reference,
+    Reply,
+    Trouble,
+    answer_error,
+    check_statement_url,
+    get_statement_request,
+    read_get_answer,
+    read_send_answer,
+    send_request,
+)
+from .retry import MAX_BACKOFF, attempt_limit, decide
+from .statement import FlexStatement
+
+__all__ = ["FetchSettings", "Wait", "fetch_flow", "worst_case_seconds"]
+
+# Two requests of one token less than a second apart break IB's 1-per-second limit.
+MIN_SPACING = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """What one fetch needs; validated by :class:`FlexClient`. The token never shows in repr."""
+
+    token: str = dataclasses.field(repr=False)
+    query_id: str
+    base_url: str
+    max_retries: int
+    backoff_base: float
+    from_date: date | None = None
+    to_date: date | None = None
+    period: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wait:
+    """Sleep this long before the next request; the fields say why, for progress reports."""
+
+    seconds: float
+    step: Step
+    reason: str
+    code: int | None = None
+
+
+Action = HttpRequest | Wait
+Outcome = Reply | Trouble
+
+
+@dataclasses.dataclass(slots=True)
+class _Tally:
+    """Requests made per step in this fetch, and throttle/transient failures in a row."""
+
+    sends: int = 0
+    polls: int = 0
+    failures_in_a_row: int = 0
+
+
+def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, FlexStatement]:
+    """SendRequest, then poll GetStatement, retrying as :func:`retry.decide` says.
+
+    Each step may make ``max_retries`` requests per fetch. A 1017 (reference code invalid)
+    from GetStatement is met once with a fresh SendRequest ("a fresh SendRequest may help
+    once"); a second one is raised.
+    """
+    tally = _Tally()
+    resent = False
+    while True:
+        reference = yield from _send(settings, tally)
+        url = reference.url or settings.base_url.rstrip("/") + GET_PATH
+        poll = get_statement_request(
+            url=check_statement_url(url, settings.base_url),
+            token=settings.token,
+            reference_code=reference.code,
+        )
+        result = yield from _poll(settings, tally, poll)
+        if isinstance(result, FlexStatement):
+            return result
+        if resent or tally.polls >= settings.max_retries:
+            raise answer_error(result, Step.GET_STATEMENT, QueryError)
+        resent = True
+        yield Wait(MIN_SPACING, Step.SEND_REQUEST, "IB 1017: asking for a fresh reference", 1017)
+
+
+def _send(settings: FetchSettings, tally: _Tally) -> Generator[Action, Outcome | None, Reference]:
+    """Step 1: SendRequest until IB hands out a reference code."""
+    request = send_request(
+        base_url=settings.base_url,
+        token=settings.token,
+        query_id=settings.query_id,
+        from_date=settings.from_date,
+        to_date=settings.to_date,
+        period=settings.period,
+    )
+    while True:
+        tally.sends += 1
+        outcome = _expect_outcome((yield request))
+        answer = outcome if isinstance(outcome, Trouble) else read_send_answer(outcome)
+        if isinstance(answer, Reference):
+            tally.failures_in_a_row = 0
+            return answer
+        tally.failures_in_a_row += 1
+        yield _retry_or_raise(answer, Step.SEND_REQUEST, tally.sends, tally, settings, 0)
+
+
+def _poll(
+    settings: FetchSettings, tally: _Tally, poll: HttpRequest
+) -> Generator[Action, Outcome | None, FlexStatement | IbAnswer]:
+    """Step 2: poll GetStatement; returns the statement, or IB's 1017 answer."""
+    in_progress = 0
+    wait = Wait(MIN_SPACING, Step.GET_STATEMENT, "generation takes about a second")
+    while True:
+        yield wait
+        tally.polls += 1
+        outcome = _expect_outcome((yield poll))
+        result = outcome if isinstance(outcome, Trouble) else read_get_answer(outcome)
+        if isinstance(result, ET.Element):
+            checked = _statement(outcome, result)
+            if isinstance(checked, FlexStatement):
+                return checked
+            result = checked
+        if isinstance(result, IbAnswer) and result.kind is CodeKind.REFERENCE:
+            return result
+        if isinstance(result, IbAnswer) and result.kind is CodeKind.IN_PROGRESS:
+            in_progress += 1
+            tally.failures_in_a_row = 0
+        else:
+            tally.failures_in_a_row += 1
+        wait = _retry_or_raise(
+            result, Step.GET_STATEMENT, tally.polls, tally, settings, in_progress
+        )
+
+
+def _retry_or_raise(
+    answer: IbAnswer | Trouble,
+    step: Step,
+    attempts: int,
+    tally: _Tally,
+    settings: FetchSettings,
+    in_progress: int,
+) -> Wait:
+    verdict = decide(
+        answer,
+        step=step,
+        attempts=attempts,
+        max_attempts=settings.max_retries,
+        failures_in_a_row=tally.failures_in_a_row,
+        in_progress=in_progress,
+        backoff_base=settings.backoff_base,
+    )
+    if isinstance(verdict, FlexError):
+        raise verdict
+    reason = (
+        f"IB {answer.code}: {answer.message}" if isinstance(answer, IbAnswer) else answer.reason
+    )
+    code = answer.code if isinstance(answer, IbAnswer) else None
+    # Never closer than a second: IB's limit is 1 request per second per token.
+    return Wait(max(verdict, MIN_SPACING), step, reason, code)
+
+
+def _expect_outcome(outcome: Outcome | None) -> Outcome:
+    if outcome is None:
+        raise TypeError("fetch_flow expects a Reply or a Trouble in answer to an HttpRequest")
+    return outcome
+
+
+def _statement(outcome: Outcome, root: ET.Element) -> FlexStatement | Trouble:
+    """The checked statement, or Trouble when the document is incomplete (retry it)."""
+    body = outcome.body if isinstance(outcome, Reply) else b""
+    try:
+        return FlexStatement._from_root(body, root)
+    except FlexError as exc:
+        reason = str(exc)
+    return Trouble(f"a statement that is {reason}")
+
+
+def worst_case_seconds(*, max_retries: int, backoff_base: float, timeout: float) -> float:
+    """An upper bound on one fetch's duration with these settings (no pacer queueing).
+
+    Each step makes at most ``max_retries`` requests, each lasting at most
+    ``attempt_limit(timeout)``; between two requests the longest wait is
+    ``max(MAX_BACKOFF, backoff_base)``.
+    """
+    requests = 2 * max_retries
+    longest_wait = max(MAX_BACKOFF, backoff_base)
+    return requests * attempt_limit(timeout) + (requests - 1) * longest_wait

@@ -1,0 +1,541 @@
+"""A simulated IB Flex Web Service on loopback, faithful to ``docs/protocol.md``.
+
+It answers SendRequest and GetStatement as IB does (envelopes, codes, the ``<Url>`` to follow),
+enforces IB's per-token limits with 1018, answers 1019 until a statement's generation time has
+passed, knows tokens and queries that fail with each terminal code, and can be scripted to fail
+a query's requests with any IB code or HTTP fault. It records every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import hashlib
+import itertools
+import random
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+
+from aiohttp import web
+
+from .._clock import Clock, SystemClock
+from ..errors import Step
+from ..protocol import GET_PATH, SEND_PATH
+from .content import build_statement
+
+__all__ = [
+    "IB_MESSAGES",
+    "QUERY_CODES",
+    "TOKEN_CODES",
+    "Fault",
+    "FaultKind",
+    "FlexSimulator",
+    "RequestRecord",
+    "fingerprint",
+]
+
+# IB's own wording for each code (its error-code page); 1025 is observed, not documented.
+IB_MESSAGES: Mapping[int, str] = {
+    1001: "Statement could not be generated at this time. Please try again shortly.",
+    1003: "Statement is not available.",
+    1004: "Statement is incomplete at this time. Please try again shortly.",
+    1005: "Settlement data is not ready at this time. Please try again shortly.",
+    1006: "FIFO P/L data is not ready at this time. Please try again shortly.",
+    1007: "MTM P/L data is not ready at this time. Please try again shortly.",
+    1008: "MTM and FIFO P/L data is not ready at this time. Please try again shortly.",
+    1009: "The server is under heavy load. Statement could not be generated at this time. "
+    "Please try again shortly.",
+    1010: "Legacy Flex Queries are no longer supported. Please convert over to Activity Flex.",
+    1011: "Service account is inactive.",
+    1012: "Token has expired.",
+    1013: "IP restriction.",
+    1014: "Query is invalid.",
+    1015: "Token is invalid.",
+    1016: "Account in invalid.",
+    1017: "Reference code is invalid.",
+    1018: "Too many requests have been made from this token. Please try again shortly.",
+    1019: "Statement generation in progress. Please try again shortly.",
+    1020: "Invalid request or unable to validate request.",
+    1021: "Statement could not be retrieved at this time. Please try again shortly.",
+    1025: "Too many failed attempts. Please try again later.",
+}
+
+# Tokens the simulator knows to fail, with the terminal code each one gets.
+TOKEN_CODES: Mapping[str, int] = {
+    "inactive-token": 1011,
+    "expired-token": 1012,
+    "ip-restricted-token": 1013,
+    "invalid-token": 1015,
+    "invalid-account-token": 1016,
+    "locked-out-token": 1025,
+}
+# Query ids the simulator knows to fail, with the code each one gets at SendRequest.
+QUERY_CODES: Mapping[str, int] = {
+    "unavailable-query": 1003,
+    "legacy-query": 1010,
+    "invalid-query": 1014,
+    "bad-request-query": 1020,
+}
+
+_MAINTENANCE_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Interactive Brokers</title></head><body>"
+    b"<h1>Our services are temporarily unavailable</h1><p>Please try again later.</p>"
+    b"</body></html>"
+)
+_NOT_FOUND_PAGE = b"<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>"
+_XML = "text/xml"
+_CHARSET = "ISO-8859-1"  # what IB declares, whatever the document says ("The two steps")
+
+
+def fingerprint(token: str) -> str:
+    """A short, one-way name for a token, safe to record and print."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+class FaultKind(enum.Enum):
+    """What a scripted fault does to one request."""
+
+    IB_CODE = "ib code"  # IB's envelope with this error code
+    HTTP_STATUS = "http status"  # a bare HTTP error status, IB's maintenance page as body
+    HTML = "html"  # an HTML page with status 200 instead of XML
+    EMPTY = "empty"  # status 200 and an empty body
+    DROP = "drop"  # the connection is closed without an answer
+    HANG = "hang"  # no answer until the client gives up (or the simulator closes)
+    TRUNCATE = "truncate"  # half the body, then the connection closes
+    FOREIGN_URL = "foreign url"  # SendRequest succeeds but points <Url> at another host
+    REDIRECT = "redirect"  # a 302 to another URL (a client must not carry the token there)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fault:
+    """One scripted failure; build them with the class methods."""
+
+    kind: FaultKind
+    code: int | None = None
+    status: int = 200
+    url: str | None = None
+
+    @classmethod
+    def ib_code(cls, code: int) -> Fault:
+        """IB's envelope with ``code`` (``Warn`` for 1019, ``Fail`` otherwise)."""
+        return cls(FaultKind.IB_CODE, code=code)
+
+    @classmethod
+    def http_status(cls, status: int = 503) -> Fault:
+        """An HTTP error status with IB's maintenance page."""
+        return cls(FaultKind.HTTP_STATUS, status=status)
+
+    @classmethod
+    def html(cls) -> Fault:
+        """An HTML page with status 200 where XML belongs."""
+        return cls(FaultKind.HTML)
+
+    @classmethod
+    def empty(cls) -> Fault:
+        """Status 200 with an empty body."""
+        return cls(FaultKind.EMPTY)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Close the connection without answering."""
+        return cls(FaultKind.DROP)
+
+    @classmethod
+    def hang(cls) -> Fault:
+        """Never answer: the client's timeout must end the attempt."""
+        return cls(FaultKind.HANG)
+
+    @classmethod
+    def truncated(cls) -> Fault:
+        """Announce the full length, send half the body, close the connection."""
+        return cls(FaultKind.TRUNCATE)
+
+    @classmethod
+    def redirect(cls, url: str = "https://flex.example.net/steal") -> Fault:
+        """Answer 302 with ``Location: url``."""
+        return cls(FaultKind.REDIRECT, status=302, url=url)
+
+    @classmethod
+    def foreign_url(cls, url: str = "https://flex.example.net" + GET_PATH) -> Fault:
+        """SendRequest succeeds, but its ``<Url>`` points off IB's hosts (SendRequest only)."""
+        return cls(FaultKind.FOREIGN_URL, url=url)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request the simulator received, and what it answered.
+
+    ``answer`` is ``"reference"``, ``"statement"``, an IB code as text (``"1019"``), or
+    ``"fault:<kind>"``. ``params`` holds every parameter but the token.
+    """
+
+    step: str
+    token_fingerprint: str
+    query: str
+    answer: str
+    at: float
+    params: Mapping[str, str]
+    user_agent: str
+
+
+@dataclasses.dataclass(slots=True)
+class _Query:
+    statement: bytes | Callable[[], bytes] | None = None
+    generation_seconds: float | None = None
+    faults: dict[Step, collections.deque[Fault]] = dataclasses.field(
+        default_factory=lambda: {step: collections.deque() for step in Step}
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class _Reference:
+    query_id: str
+    token: str
+    ready_at: float
+    expires_at: float
+
+
+class FlexSimulator:
+    """IB's Flex Web Service on ``127.0.0.1``, for tests and demos.
+
+    >>> async with FlexSimulator() as sim:                          # doctest: +SKIP
+    ...     client = FlexClient(token="any", query_id="42", base_url=sim.base_url)
+    ...     statement = await client.fetch()
+
+    Any token and query id work unless configured otherwise: tokens in :data:`TOKEN_CODES`
+    and :attr:`token_codes` and queries in :data:`QUERY_CODES` and :attr:`query_codes` fail
+    with their code. Every query serves :func:`build_statement`'s default report unless
+    :meth:`add_query` says otherwise.
+
+    Args:
+        clock: the time the limits and generation times follow. Share a
+            :class:`FakeClock` with the client to test without real waiting.
+        generation_seconds: how long after SendRequest GetStatement answers 1019.
+        statement: the document every query serves by default (bytes or a factory).
+        per_second, per_minute: IB's per-token limits (1 and 10); a request over either
+            is answered 1018. ``enforce_limits=False`` turns them off.
+        penalty_seconds: after a 1018, every request of that token is refused for this long
+            (IB "may" do so for 10 minutes); 0 by default.
+        lockout_after: terminal failures of one token after which it is locked out (1025).
+        reference_ttl: seconds a reference code stays valid (IB caches for minutes); 1017 after.
+        latency: real seconds each answer is delayed, for demos.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        generation_seconds: float = 1.0,
+        statement: bytes | Callable[[], bytes] | None = None,
+        enforce_limits: bool = True,
+        per_second: int = 1,
+        per_minute: int = 10,
+        penalty_seconds: float = 0.0,
+        lockout_after: int | None = 20,
+        reference_ttl: float = 600.0,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.generation_seconds = generation_seconds
+        self.statement = statement
+        self.enforce_limits = enforce_limits
+        self.per_second = per_second
+        self.per_minute = per_minute
+        self.penalty_seconds = penalty_seconds
+        self.lockout_after = lockout_after
+        self.reference_ttl = reference_ttl
+        self.latency = latency
+        self.token_codes: dict[str, int] = dict(TOKEN_CODES)
+        self.query_codes: dict[str, int] = dict(QUERY_CODES)
+        self.requests: list[RequestRecord] = []
+        self._host = host
+        self._port = port
+        self._queries: dict[str, _Query] = {}
+        self._references: dict[str, _Reference] = {}
+        self._recent: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._penalty_until: dict[str, float] = {}
+        self._failures: collections.Counter[str] = collections.Counter()
+        self._codes = (str(n) for n in itertools.count(random.randrange(10**9, 9 * 10**9)))  # noqa: S311
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Event | None = None
+        self.base_url = ""
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def add_query(
+        self,
+        query_id: str,
+        *,
+        statement: bytes | Callable[[], bytes] | None = None,
+        generation_seconds: float | None = None,
+    ) -> None:
+        """Serve ``statement`` for ``query_id``, ready ``generation_seconds`` after SendRequest."""
+        query = self._queries.setdefault(str(query_id), _Query())
+        if statement is not None:
+            query.statement = statement
+        if generation_seconds is not None:
+            query.generation_seconds = generation_seconds
+
+    def fail(
+        self, query_id: str, *faults: Fault, times: int = 1, step: Step = Step.GET_STATEMENT
+    ) -> None:
+        """Make the next requests of ``step`` for ``query_id`` fail, in order.
+
+        Each fault is used by one request; ``times`` repeats the whole sequence.
+        ``Fault.foreign_url()`` always applies to SendRequest.
+        """
+        query = self._queries.setdefault(str(query_id), _Query())
+        for _ in range(times):
+            for fault in faults:
+                target = Step.SEND_REQUEST if fault.kind is FaultKind.FOREIGN_URL else step
+                query.faults[target].append(fault)
+
+    def answers(self, step: Step | str | None = None) -> list[str]:
+        """The answers recorded so far, optionally for one step only."""
+        return [r.answer for r in self.requests if step is None or r.step == str(step)]
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Listen on a free loopback port; returns :attr:`base_url`."""
+        app = web.Application()
+        app.router.add_get(SEND_PATH, self._send_request)
+        app.router.add_get(GET_PATH, self._get_statement)
+        # Retired URLs, answered as IB answers them since about May 2026.
+        app.router.add_get(
+            "/Universal/servlet/FlexStatementService.SendRequest", self._legacy_servlet
+        )
+        app.router.add_get(
+            "/AccountManagement/FlexWebService/FlexStatementService.SendRequest",
+            self._not_found,
+        )
+        self._closing = asyncio.Event()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server  # noqa: SLF001 - the one way to learn the bound port
+        assert isinstance(server, asyncio.base_events.Server)  # noqa: S101
+        port = server.sockets[0].getsockname()[1]
+        self.base_url = f"http://{self._host}:{port}"
+        return self.base_url
+
+    async def close(self) -> None:
+        """Stop listening; requests left hanging are released."""
+        if self._closing is not None:
+            self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FlexSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- the two steps ---------------------------------------------------------------------
+
+    async def _send_request(self, request: web.Request) -> web.StreamResponse:
+        token, query_id = request.query.get("t", ""), request.query.get("q", "")
+        refusal = self._admit(token)
+        if refusal is None and (not token or not query_id):
+            refusal = 1020
+        if refusal is None:
+            refusal = self.token_codes.get(token) or self.query_codes.get(query_id)
+        if refusal is not None:
+            return await self._refuse(request, Step.SEND_REQUEST, token, query_id, refusal)
+        fault = self._next_fault(query_id, Step.SEND_REQUEST)
+        if fault is not None and fault.kind is not FaultKind.FOREIGN_URL:
+            return await self._fault(request, Step.SEND_REQUEST, token, query_id, fault)
+        now = self.clock.now()
+        code = next(self._codes)
+        query = self._queries.get(query_id)
+        generation = (
+            query.generation_seconds
+            if query is not None and query.generation_seconds is not None
+            else self.generation_seconds
+        )
+        self._references[code] = _Reference(
+            query_id, token, now + generation, now + self.reference_ttl
+        )
+        url = fault.url if fault is not None and fault.url else self.base_url + GET_PATH
+        body = _envelope(
+            "Success", f"<ReferenceCode>{code}</ReferenceCode>\n<Url>{_escape(url)}</Url>"
+        )
+        self._record(request, Step.SEND_REQUEST, token, query_id, "reference")
+        return await self._answer(web.Response(body=body, content_type=_XML, charset=_CHARSET))
+
+    async def _get_statement(self, request: web.Request) -> web.StreamResponse:
+        token, code = request.query.get("t", ""), request.query.get("q", "")
+        refusal = self._admit(token)
+        reference = self._references.get(code)
+        now = self.clock.now()
+        if refusal is None and (not token or not code):
+            refusal = 1020
+        if refusal is None:
+            refusal = self.token_codes.get(token)
+        if refusal is None and (
+            reference is None or reference.token != token or now >= reference.expires_at
+        ):
+            refusal = 1017
+        if refusal is not None or reference is None:
+            return await self._refuse(request, Step.GET_STATEMENT, token, code, refusal or 1017)
+        fault = self._next_fault(reference.query_id, Step.GET_STATEMENT)
+        if fault is not None:
+            return await self._fault(request, Step.GET_STATEMENT, token, code, fault)
+        if now < reference.ready_at:
+            return await self._refuse(request, Step.GET_STATEMENT, token, code, 1019)
+        self._record(request, Step.GET_STATEMENT, token, code, "statement")
+        body = self._statement_for(reference.query_id)
+        return await self._answer(web.Response(body=body, content_type=_XML, charset=_CHARSET))
+
+    async def _legacy_servlet(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("t", "")
+        return await self._refuse(request, Step.SEND_REQUEST, token, "", 1001)
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        self._record(request, Step.SEND_REQUEST, request.query.get("t", ""), "", "http:404")
+        return web.Response(status=404, body=_NOT_FOUND_PAGE, content_type="text/html")
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def _admit(self, token: str) -> int | None:
+        """IB's limits ("Rate limits"): 1018 over 1/s or 10/min per token, 1025 when locked."""
+        if self.lockout_after is not None and self._failures[token] >= self.lockout_after:
+            return 1025
+        if not self.enforce_limits:
+            return None
+        now = self.clock.now()
+        recent = self._recent[token]
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        over = (
+            now < self._penalty_until.get(token, float("-inf"))
+            or sum(1 for t in recent if t > now - 1.0) >= self.per_second
+            or len(recent) >= self.per_minute
+        )
+        recent.append(now)  # refused requests count too: IB sees every one
+        if over:
+            if self.penalty_seconds:
+                self._penalty_until[token] = now + self.penalty_seconds
+            return 1018
+        return None
+
+    def _next_fault(self, query_id: str, step: Step) -> Fault | None:
+        query = self._queries.get(query_id)
+        if query is None or not query.faults[step]:
+            return None
+        return query.faults[step].popleft()
+
+    def _statement_for(self, query_id: str) -> bytes:
+        query = self._queries.get(query_id)
+        content = query.statement if query is not None and query.statement else self.statement
+        if content is None:
+            return build_statement()
+        return content() if callable(content) else content
+
+    # --- answers ---------------------------------------------------------------------------
+
+    async def _refuse(
+        self, request: web.Request, step: Step, token: str, query: str, code: int
+    ) -> web.StreamResponse:
+        if code not in (1018, 1019) and 1000 < code < 2000 and code not in _TRANSIENT:
+            self._failures[token] += 1
+        status = "Warn" if code == 1019 else "Fail"
+        body = _envelope(
+            status,
+            f"<ErrorCode>{code}</ErrorCode>\n"
+            f"<ErrorMessage>{_escape(IB_MESSAGES.get(code, 'Unknown error.'))}</ErrorMessage>",
+        )
+        self._record(request, step, token, query, str(code))
+        return await self._answer(web.Response(body=body, content_type=_XML, charset=_CHARSET))
+
+    async def _fault(
+        self, request: web.Request, step: Step, token: str, query: str, fault: Fault
+    ) -> web.StreamResponse:
+        if fault.kind is FaultKind.IB_CODE:
+            return await self._refuse(request, step, token, query, fault.code or 1001)
+        self._record(request, step, token, query, f"fault:{fault.kind.value}")
+        if fault.kind is FaultKind.HTTP_STATUS:
+            return web.Response(
+                status=fault.status, body=_MAINTENANCE_PAGE, content_type="text/html"
+            )
+        if fault.kind is FaultKind.REDIRECT:
+            return web.Response(status=fault.status, headers={"Location": fault.url or "/"})
+        if fault.kind is FaultKind.HTML:
+            return web.Response(body=_MAINTENANCE_PAGE, content_type="text/html")
+        if fault.kind is FaultKind.EMPTY:
+            return web.Response(body=b"", content_type=_XML)
+        if fault.kind is FaultKind.HANG:
+            assert self._closing is not None  # noqa: S101 - set by start()
+            await self._closing.wait()
+        if fault.kind is FaultKind.TRUNCATE:
+            body = self._statement_for(self._query_of(query))
+            response = web.StreamResponse(headers={"Content-Type": f"{_XML}; charset={_CHARSET}"})
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+        _drop(request)
+        return web.Response(status=503)  # never reaches the client: the connection is gone
+
+    def _query_of(self, query_or_reference: str) -> str:
+        reference = self._references.get(query_or_reference)
+        return reference.query_id if reference is not None else query_or_reference
+
+    async def _answer(self, response: web.Response) -> web.Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return response
+
+    def _record(
+        self, request: web.Request, step: Step, token: str, query: str, answer: str
+    ) -> None:
+        self.requests.append(
+            RequestRecord(
+                step=str(step),
+                token_fingerprint=fingerprint(token),
+                query=query,
+                answer=answer,
+                at=self.clock.now(),
+                params={k: v for k, v in request.query.items() if k != "t"},
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+        )
+
+    def tokens_seen(self) -> Iterable[str]:
+        """Fingerprints of every token that reached the simulator."""
+        return dict.fromkeys(r.token_fingerprint for r in self.requests).keys()
+
+
+_TRANSIENT = frozenset({1001, 1004, 1005, 1006, 1007, 1008, 1009, 1021, 1025})
+
+
+def _drop(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _envelope(status: str, inner: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<FlexStatementResponse timestamp="26 November, 2026 04:07 AM EST">\n'
+        f"<Status>{status}</Status>\n{inner}\n</FlexStatementResponse>\n"
+    ).encode()

@@ -1,0 +1,44 @@
+"""Shared fixtures: a virtual clock and the project's own simulated IB service on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ibkr_flex_client import FlexClient
+from ibkr_flex_client.testing import FakeClock, FlexSimulator
+
+DATA = Path(__file__).parent / "data"
+TOKEN = "tok-3f9a1c8b7e6d5a4f"  # a fake token whose every appearance the tests hunt for
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[FlexSimulator]:
+    async with FlexSimulator(clock=clock) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def make_client(sim: FlexSimulator, clock: FakeClock) -> Callable[..., FlexClient]:
+    """A FlexClient aimed at the simulator, on virtual time; keywords override."""
+
+    def make(**options: Any) -> FlexClient:
+        settings: dict[str, Any] = {
+            "token": TOKEN,
+            "query_id": "42",
+            "base_url": sim.base_url,
+            "clock": clock,
+            "timeout": 0.5,
+        }
+        settings.update(options)
+        return FlexClient(**settings)
+
+    return make
