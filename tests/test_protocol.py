@@ -119,8 +119,7 @@ def test_send_answer_success_reads_reference_and_either_url_spelling(tag: str) -
 def test_error_code_is_read_whatever_the_status_says() -> None:
     # "Branch on ErrorCode, not on Status (1019 comes as Warn)."
     body = envelope(
-        "<ErrorCode>1019</ErrorCode><ErrorMessage>Statement generation in progress."
-        "</ErrorMessage>",
+        "<ErrorCode>1019</ErrorCode><ErrorMessage>Statement generation in progress.</ErrorMessage>",
         status="Warn",
     )
     answer = read_get_answer(Reply(200, body))

@@ -322,7 +322,7 @@ def _no_silent_retry(session: aiohttp.ClientSession) -> None:
     decides when to try again. The session otherwise behaves as before.
     """
     if hasattr(session, "_retry_connection"):
-        session._retry_connection = False  # noqa: SLF001
+        session._retry_connection = False
 
 
 def _timeout_trouble(exc: BaseException, timeout: float) -> Trouble:

@@ -52,12 +52,16 @@ def _text(value: Value, date_format: str) -> str:
 def default_sections(account_id: str, report_date: date) -> dict[str, tuple[str, Rows]]:
     """A small, realistic activity report: trades, open positions and a cash report."""
     day = report_date
+
+    def at(hour: int, minute: int) -> datetime:
+        return datetime.combine(day, datetime.min.time()) + timedelta(hours=hour, minutes=minute)
+
     trades: Rows = [
         {
             "accountId": account_id, "currency": "USD", "assetCategory": "STK",
             "symbol": "AAPL", "description": "APPLE INC", "conid": "265598",
             "isin": "US0378331005", "tradeID": "600000001", "reportDate": day,
-            "dateTime": datetime.combine(day, datetime.min.time()) + timedelta(hours=10, minutes=31),
+            "dateTime": at(10, 31),
             "tradeDate": day, "settleDateTarget": day + timedelta(days=1),
             "quantity": "10", "tradePrice": "227.48", "tradeMoney": "2274.8",
             "proceeds": "-2274.8", "ibCommission": "-1", "ibCommissionCurrency": "USD",
@@ -68,7 +72,7 @@ def default_sections(account_id: str, report_date: date) -> dict[str, tuple[str,
             "accountId": account_id, "currency": "USD", "assetCategory": "STK",
             "symbol": "MSFT", "description": "MICROSOFT CORP", "conid": "272093",
             "isin": "US5949181045", "tradeID": "600000002", "reportDate": day,
-            "dateTime": datetime.combine(day, datetime.min.time()) + timedelta(hours=14, minutes=2),
+            "dateTime": at(14, 2),
             "tradeDate": day, "settleDateTarget": day + timedelta(days=1),
             "quantity": "-5", "tradePrice": "415.1", "tradeMoney": "-2075.5",
             "proceeds": "2075.5", "ibCommission": "-1.02", "ibCommissionCurrency": "USD",
@@ -79,7 +83,7 @@ def default_sections(account_id: str, report_date: date) -> dict[str, tuple[str,
             "accountId": account_id, "currency": "USD", "assetCategory": "OPT",
             "symbol": "SPY   260417C00560000", "description": "SPY 17APR26 560 C",
             "conid": "731822390", "isin": "", "tradeID": "600000003", "reportDate": day,
-            "dateTime": datetime.combine(day, datetime.min.time()) + timedelta(hours=15, minutes=45),
+            "dateTime": at(15, 45),
             "tradeDate": day, "settleDateTarget": day + timedelta(days=1),
             "quantity": "1", "tradePrice": "4.35", "tradeMoney": "435",
             "proceeds": "-435", "ibCommission": "-0.65", "ibCommissionCurrency": "USD",
@@ -156,4 +160,5 @@ def build_statement(
             for row in rows:
                 ET.SubElement(holder, row_tag, {k: _text(v, date_format) for k, v in row.items()})
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"

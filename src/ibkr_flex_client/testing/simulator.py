@@ -320,7 +320,7 @@ class FlexSimulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = site._server  # noqa: SLF001 - the one way to learn the bound port
+        server = site._server  # the one way to learn the bound port
         assert isinstance(server, asyncio.base_events.Server)  # noqa: S101
         port = server.sockets[0].getsockname()[1]
         self.base_url = f"http://{self._host}:{port}"
