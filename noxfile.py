@@ -3,7 +3,7 @@
 import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "demo"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -21,3 +21,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict")
+
+
+@nox.session(python="3.12")
+def demo(session: nox.Session) -> None:
+    """A user's first minute: a fresh environment, a plain install, `ibkr-flex demo` offline."""
+    session.install(".")
+    session.run("ibkr-flex", "demo", "--generation-seconds", "1.5")

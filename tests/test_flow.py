@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator, Sequence
 
 import pytest
@@ -69,6 +70,7 @@ class Run:
         self.answers = list(answers)
         self.requests: list[HttpRequest] = []
         self.waits: list[Wait] = []
+        self.order: list[str] = []
         self.flow: Generator[HttpRequest | Wait, Reply | Trouble | None, FlexStatement] = (
             fetch_flow(settings(**overrides))
         )
@@ -83,9 +85,11 @@ class Run:
                 return done.value  # type: ignore[no-any-return]
             if isinstance(action, Wait):
                 self.waits.append(action)
+                self.order.append("wait")
                 outcome = None
             else:
                 self.requests.append(action)
+                self.order.append("request")
                 outcome = self.answers.pop(0)
 
     def steps(self) -> list[Step]:
@@ -288,3 +292,36 @@ def test_worst_case_is_an_upper_bound_from_the_settings() -> None:
     # 2 steps x 10 requests x 300 s + 19 waits x 600 s.
     assert worst_case_seconds(max_retries=10, backoff_base=10.0, timeout=30.0) == 17_400.0
     assert worst_case_seconds(max_retries=1, backoff_base=1.0, timeout=1.0) == 2 * 10 + 600
+
+
+def request_times(run: Run) -> list[float]:
+    """Each request's time on the fetch's own timeline (the sum of the waits before it)."""
+    times: list[float] = []
+    clock, waits = 0.0, iter(run.waits)
+    for item in run.order:
+        if item == "wait":
+            clock += next(waits).seconds
+        else:
+            times.append(clock)
+    return times
+
+
+def test_a_long_generation_keeps_one_fetch_to_9_requests_a_minute() -> None:
+    run = Run([ok_reference(), *[code(1019)] * 25, STATEMENT_REPLY], max_retries=26)
+    run.result()
+    times = request_times(run)
+    assert times[:10] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 60.0]
+    for i, t in enumerate(times):
+        assert sum(1 for s in times[: i + 1] if s > t - 60.0) <= 9
+        if i:
+            assert t - times[i - 1] >= 1.0
+    assert max(b - a for a, b in itertools.pairwise(times[10:])) <= 10.0
+
+
+def test_window_wait_only_lengthens_when_the_window_is_full() -> None:
+    from ibkr_flex_client.retry import window_wait  # noqa: PLC0415
+
+    assert window_wait(1.0, 5.0, [0.0, 5.0]) == 1.0
+    nine = [float(t) for t in range(9)]
+    assert window_wait(1.0, 8.0, nine) == 52.0  # waits until t=60, when t=0 leaves
+    assert window_wait(70.0, 8.0, nine) == 70.0

@@ -25,14 +25,18 @@ from .errors import (
     UnknownCodeError,
     UnsafeUrlError,
 )
+from .events import EventKind, FetchEvent, ProgressCallback
 from .statement import FlexStatement
 
 __all__ = [
+    "EventKind",
+    "FetchEvent",
     "FlexClient",
     "FlexError",
     "FlexStatement",
     "LockedOutError",
     "NotReadyError",
+    "ProgressCallback",
     "QueryError",
     "ServiceUnavailableError",
     "StatementError",

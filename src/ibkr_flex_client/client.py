@@ -19,7 +19,8 @@ import aiohttp
 
 from ._clock import Clock, SystemClock
 from .dates import parse_ib_date
-from .errors import FlexError
+from .errors import FlexError, Step
+from .events import EventKind, FetchEvent, ProgressCallback
 from .flow import FetchSettings, Wait, fetch_flow, worst_case_seconds
 from .protocol import DEFAULT_BASE_URL, HttpRequest, Reply, Trouble, redact
 from .protocol import user_agent as _user_agent_header
@@ -211,12 +212,20 @@ class FlexClient:
             f"timeout={self._timeout})"
         )
 
-    async def fetch(self, session: aiohttp.ClientSession | None = None) -> FlexStatement:
+    async def fetch(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        on_event: ProgressCallback | None = None,
+    ) -> FlexStatement:
         """Run SendRequest, poll GetStatement, and return the checked statement.
 
         Args:
             session: the ``aiohttp.ClientSession`` to use; it is left open. Without one, the
                 client opens its own and closes it before returning.
+            on_event: called with a :class:`FetchEvent` before each request, before each
+                wait and when the statement arrives, for progress displays. The same events
+                are logged. An exception it raises is logged and ignored.
 
         Returns:
             The :class:`FlexStatement`: always a complete, well-formed ``FlexQueryResponse``.
@@ -225,7 +234,9 @@ class FlexClient:
             FlexError: a subclass saying what to do next (see :mod:`ibkr_flex_client.errors`).
                 Nothing else escapes, except ``asyncio.CancelledError`` when cancelled.
 
-        Always ends by itself: at most :attr:`worst_case_seconds`. aiohttp's silent one-time
+        Always ends by itself, within :attr:`worst_case_seconds`: each step makes at most
+        ``max_retries`` requests of at most 10 x ``timeout`` seconds, with at most
+        ``max(600, backoff_base)`` seconds between two requests. aiohttp's silent one-time
         re-send of a GET on a dropped connection is switched off on the session used, since
         that re-send would reach IB within the same second (a 1018).
         """
@@ -233,38 +244,76 @@ class FlexClient:
             if session.closed:
                 raise FlexError("the aiohttp session passed to fetch() is closed")
             _no_silent_retry(session)
-            return await self._run(session)
+            return await self._run(session, on_event)
         async with aiohttp.ClientSession() as own:
             _no_silent_retry(own)
-            return await self._run(own)
+            return await self._run(own, on_event)
 
-    async def _run(self, session: aiohttp.ClientSession) -> FlexStatement:
+    async def _run(
+        self, session: aiohttp.ClientSession, on_event: ProgressCallback | None
+    ) -> FlexStatement:
         flow = fetch_flow(self._settings)
+        started = self._clock.now()
+        attempts = dict.fromkeys(Step, 0)
         outcome: Reply | Trouble | None = None
         while True:
             try:
                 action = flow.send(outcome)
             except StopIteration as done:
                 statement: FlexStatement = done.value
-                logger.info(
-                    "query %s: statement of %d bytes received", self.query_id, len(statement.xml)
+                self._emit(
+                    on_event,
+                    FetchEvent(
+                        EventKind.DONE,
+                        self.query_id,
+                        Step.GET_STATEMENT,
+                        attempts[Step.GET_STATEMENT],
+                        self._clock.now() - started,
+                        size=len(statement.xml),
+                    ),
                 )
                 return statement
             if isinstance(action, Wait):
-                logger.debug(
-                    "query %s: %s waiting %.1f s (%s)",
-                    self.query_id,
-                    action.step,
-                    action.seconds,
-                    action.reason,
+                self._emit(
+                    on_event,
+                    FetchEvent(
+                        EventKind.WAIT,
+                        self.query_id,
+                        action.step,
+                        attempts[action.step],
+                        self._clock.now() - started,
+                        wait=action.seconds,
+                        code=action.code,
+                        detail=action.reason,
+                    ),
                 )
                 await self._clock.sleep(action.seconds)
                 outcome = None
             else:
-                logger.debug("query %s: %s GET %s", self.query_id, action.step, action.safe_url)
+                attempts[action.step] += 1
+                self._emit(
+                    on_event,
+                    FetchEvent(
+                        EventKind.REQUEST,
+                        self.query_id,
+                        action.step,
+                        attempts[action.step],
+                        self._clock.now() - started,
+                        detail=f"GET {action.safe_url}",
+                    ),
+                )
                 outcome = await self._perform(session, action)
-                if isinstance(outcome, Trouble):
-                    logger.info("query %s: %s failed: %s", self.query_id, action.step, outcome)
+
+    def _emit(self, on_event: ProgressCallback | None, event: FetchEvent) -> None:
+        level = logging.DEBUG if event.kind is EventKind.REQUEST else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(level, "%s", event.describe())
+        if on_event is None:
+            return
+        try:
+            on_event(event)
+        except Exception:  # a progress display must not abort the fetch
+            logger.exception("query %s: the on_event callback raised", self.query_id)
 
     async def _perform(
         self, session: aiohttp.ClientSession, request: HttpRequest

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from datetime import date
 
-__all__ = ["infer_day_first", "parse_ib_date"]
+__all__ = ["AmbiguousDateError", "infer_day_first", "parse_ib_date"]
 
 _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
@@ -25,6 +25,10 @@ _MONTHS = {
         start=1,
     )
 }
+
+
+class AmbiguousDateError(ValueError):
+    """A slashed date that reads both as ``MM/dd`` and as ``dd/MM``, with no setting given."""
 
 
 def _year(text: str) -> int:
@@ -60,8 +64,9 @@ def parse_ib_date(value: str, *, day_first: bool | None = None) -> date:
             to decide for a whole document).
 
     Raises:
-        ValueError: naming the value, if it is not a date in one of IB's formats, names a day
-            that does not exist, or is ambiguous without ``day_first``.
+        ValueError: naming the value, if it is not a date in one of IB's formats or names a
+            day that does not exist; :class:`AmbiguousDateError` (a ``ValueError``) if it is
+            ambiguous without ``day_first``.
     """
     if not isinstance(value, str):
         raise ValueError(f"not a valid IB date: {value!r} (expected a string)")
@@ -78,7 +83,7 @@ def parse_ib_date(value: str, *, day_first: bool | None = None) -> date:
         if day_first is None:
             readings = {r for r in ((first, second), (second, first)) if _valid(year, *r)}
             if len(readings) > 1:
-                raise ValueError(
+                raise AmbiguousDateError(
                     f"ambiguous IB date: {value!r} reads as MM/dd and as dd/MM; "
                     "pass day_first=True or False"
                 )

@@ -29,7 +29,7 @@ from .protocol import (
     read_send_answer,
     send_request,
 )
-from .retry import MAX_BACKOFF, attempt_limit, decide
+from .retry import MAX_BACKOFF, attempt_limit, decide, window_wait
 from .statement import FlexStatement
 
 __all__ = ["FetchSettings", "Wait", "fetch_flow", "worst_case_seconds"]
@@ -68,11 +68,30 @@ Outcome = Reply | Trouble
 
 @dataclasses.dataclass(slots=True)
 class _Tally:
-    """Requests made per step in this fetch, and throttle/transient failures in a row."""
+    """Requests made per step in this fetch, throttle/transient failures in a row, and the
+    fetch's own timeline (the sum of its waits) with the time of each request on it."""
 
     sends: int = 0
     polls: int = 0
     failures_in_a_row: int = 0
+    timeline: float = 0.0
+    sent: list[float] = dataclasses.field(default_factory=list)
+
+    def request(self, request: HttpRequest) -> HttpRequest:
+        self.sent.append(self.timeline)
+        return request
+
+    def wait(self, wait: Wait) -> Wait:
+        """The wait, lengthened if needed to keep this fetch within its own per-minute share.
+
+        Requests take time too, so real gaps are at least the planned ones: the window holds
+        on the real timeline whenever it holds on this one.
+        """
+        seconds = window_wait(wait.seconds, self.timeline, self.sent)
+        self.timeline += seconds
+        if seconds == wait.seconds:
+            return wait
+        return dataclasses.replace(wait, seconds=seconds, reason=f"{wait.reason}; pacing")
 
 
 def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, FlexStatement]:
@@ -98,7 +117,9 @@ def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, Fle
         if resent or tally.polls >= settings.max_retries:
             raise answer_error(result, Step.GET_STATEMENT, QueryError)
         resent = True
-        yield Wait(MIN_SPACING, Step.SEND_REQUEST, "IB 1017: asking for a fresh reference", 1017)
+        yield tally.wait(
+            Wait(MIN_SPACING, Step.SEND_REQUEST, "IB 1017: asking for a fresh reference", 1017)
+        )
 
 
 def _send(settings: FetchSettings, tally: _Tally) -> Generator[Action, Outcome | None, Reference]:
@@ -113,13 +134,15 @@ def _send(settings: FetchSettings, tally: _Tally) -> Generator[Action, Outcome |
     )
     while True:
         tally.sends += 1
-        outcome = _expect_outcome((yield request))
+        outcome = _expect_outcome((yield tally.request(request)))
         answer = outcome if isinstance(outcome, Trouble) else read_send_answer(outcome)
         if isinstance(answer, Reference):
             tally.failures_in_a_row = 0
             return answer
         tally.failures_in_a_row += 1
-        yield _retry_or_raise(answer, Step.SEND_REQUEST, tally.sends, tally, settings, 0)
+        yield tally.wait(
+            _retry_or_raise(answer, Step.SEND_REQUEST, tally.sends, tally, settings, 0)
+        )
 
 
 def _poll(
@@ -129,9 +152,9 @@ def _poll(
     in_progress = 0
     wait = Wait(MIN_SPACING, Step.GET_STATEMENT, "generation takes about a second")
     while True:
-        yield wait
+        yield tally.wait(wait)
         tally.polls += 1
-        outcome = _expect_outcome((yield poll))
+        outcome = _expect_outcome((yield tally.request(poll)))
         result = outcome if isinstance(outcome, Trouble) else read_get_answer(outcome)
         if isinstance(result, ET.Element):
             checked = _statement(outcome, result)

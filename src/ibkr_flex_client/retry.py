@@ -14,6 +14,8 @@ The rules, from ``docs/protocol.md`` ("Error codes", "Rate limits"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .errors import (
     FlexError,
     LockedOutError,
@@ -28,15 +30,26 @@ from .errors import (
 )
 from .protocol import CodeKind, IbAnswer, Trouble, answer_error
 
-__all__ = ["MAX_BACKOFF", "attempt_limit", "backoff_delay", "decide", "poll_delay"]
+__all__ = [
+    "MAX_BACKOFF",
+    "attempt_limit",
+    "backoff_delay",
+    "decide",
+    "poll_delay",
+    "window_wait",
+]
 
 # IB's penalty box lasts 10 minutes ("Rate limits"): a longer single wait gains nothing.
 MAX_BACKOFF = 600.0
 
 # Seconds between polls while IB answers 1019, before the cap at backoff_base applies. Dense
-# at first (a small statement is ready in about a second), then thinning out so that a long
-# generation does not spend the token's 10-requests-per-minute budget on polls.
-POLL_SCHEDULE = (1.0, 1.0, 1.0, 1.0, 1.0, 1.5, 1.5, 2.0, 3.0, 5.0, 8.0)
+# at first (a small statement is ready in about a second; most within ten), then thinning out.
+POLL_SCHEDULE = (1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 5.0, 8.0)
+
+# IB allows 10 requests per 60 s per token ("Rate limits"). One fetch keeps to 9 of them in
+# any 60 s, so a long generation never spends the token's whole minute on its own polls.
+OWN_PER_MINUTE = 9
+WINDOW = 60.0
 
 # One HTTP attempt may make no progress for `timeout` seconds; in total it may last this many
 # timeouts, so a server trickling bytes cannot hold a fetch forever.
@@ -50,6 +63,17 @@ def poll_delay(polls_answered_in_progress: int, backoff_base: float) -> float:
     if index >= len(POLL_SCHEDULE):
         scheduled = backoff_base
     return min(scheduled, backoff_base)
+
+
+def window_wait(desired: float, now: float, sent: Sequence[float]) -> float:
+    """At least ``desired`` seconds, and long enough that a request sent after the wait is
+    at most the :data:`OWN_PER_MINUTE`-th in any :data:`WINDOW` of ``sent`` (ascending times
+    of the fetch's earlier requests on its own timeline, ``now`` included)."""
+    at = now + desired
+    recent = [t for t in sent if t > at - WINDOW]
+    if len(recent) >= OWN_PER_MINUTE:
+        at = recent[-OWN_PER_MINUTE] + WINDOW  # when the oldest that must leave has left
+    return at - now
 
 
 def backoff_delay(failures_in_a_row: int, backoff_base: float) -> float:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import enum
 import hashlib
 import itertools
 import random
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 
 from aiohttp import web
@@ -346,6 +348,33 @@ class FlexSimulator:
     ) -> None:
         await self.close()
 
+    @contextlib.contextmanager
+    def serve_in_thread(self) -> Iterator[FlexSimulator]:
+        """Run the simulator on its own event loop in a background thread.
+
+        For synchronous code and for tests whose event loop the simulator should not share
+        (the ``flex_simulator`` pytest fixture uses it). Configure it from any thread; a
+        shared :class:`FakeClock` is read, never slept on, by the simulator.
+
+        >>> with FlexSimulator().serve_in_thread() as sim:             # doctest: +SKIP
+        ...     statement = fetch_statement(token="t", query_id="1", base_url=sim.base_url)
+        """
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=_run_loop, args=(loop, ready), name="FlexSimulator", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            loop.close()
+
     # --- the two steps ---------------------------------------------------------------------
 
     async def _send_request(self, request: web.Request) -> web.StreamResponse:
@@ -521,6 +550,12 @@ class FlexSimulator:
 
 
 _TRANSIENT = frozenset({1001, 1004, 1005, 1006, 1007, 1008, 1009, 1021, 1025})
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    loop.run_forever()
 
 
 def _drop(request: web.Request) -> None:
