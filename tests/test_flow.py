@@ -101,7 +101,7 @@ def test_happy_path_is_one_send_and_one_poll_a_second_later() -> None:
     statement = run.result()
     assert statement.xml == STATEMENT
     assert run.steps() == [Step.SEND_REQUEST, Step.GET_STATEMENT]
-    assert [w.seconds for w in run.waits] == [1.0]
+    assert [w.seconds for w in run.waits] == [1.1]
     assert run.requests[1].url == IB_GET
     assert dict(run.requests[1].params) == {"t": "TOKEN", "q": "77", "v": "3"}
 
@@ -109,7 +109,7 @@ def test_happy_path_is_one_send_and_one_poll_a_second_later() -> None:
 def test_in_progress_polls_follow_the_gentle_schedule() -> None:
     run = Run([ok_reference(), code(1019), code(1019), code(1019), STATEMENT_REPLY])
     run.result()
-    assert [w.seconds for w in run.waits] == [1.0, *POLL_SCHEDULE[:3]]
+    assert [w.seconds for w in run.waits] == [1.1, 1.1, 1.1, 1.1]
     assert [w.code for w in run.waits] == [None, 1019, 1019, 1019]
 
 
@@ -200,7 +200,7 @@ def test_retryable_codes_at_send_request_use_the_same_budget(
 def test_transient_then_success_recovers() -> None:
     run = Run([code(1009), ok_reference(), code(1001), code(1021), STATEMENT_REPLY])
     assert run.result().account_id == "U1234567"
-    assert [w.seconds for w in run.waits] == [10.0, 1.0, 10.0, 20.0]
+    assert [w.seconds for w in run.waits] == [10.0, 1.1, 10.0, 20.0]
 
 
 def test_throttle_backs_off_exponentially_from_backoff_base() -> None:
@@ -310,7 +310,7 @@ def test_a_long_generation_keeps_one_fetch_to_9_requests_a_minute() -> None:
     run = Run([ok_reference(), *[code(1019)] * 25, STATEMENT_REPLY], max_retries=26)
     run.result()
     times = request_times(run)
-    assert times[:10] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 60.0]
+    assert times[:10] == pytest.approx([0.0, 1.1, 2.2, 3.3, 4.4, 5.9, 7.4, 8.9, 10.4, 60.0])
     for i, t in enumerate(times):
         assert sum(1 for s in times[: i + 1] if s > t - 60.0) <= 9
         if i:

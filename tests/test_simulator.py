@@ -224,7 +224,7 @@ async def test_every_request_is_recorded(sim: FlexSimulator, clock: FakeClock) -
         ("GetStatement", "statement"),
     ]
     assert {r.token_fingerprint for r in records} == {fingerprint("T0K")}
-    assert [r.at - start for r in records] == [0.0, 1.0, 2.0]
+    assert [r.at - start for r in records] == pytest.approx([0.0, 1.1, 2.2])
     assert records[0].params == {"q": "42", "v": "3"}
     assert records[0].user_agent.startswith("ibkr-flex-client/")
     assert sim.answers(Step.GET_STATEMENT) == ["1019", "statement"]

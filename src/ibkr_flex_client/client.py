@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ._clock import Clock, SystemClock
+from ._clock import SYSTEM_CLOCK, Clock, busy
 from .dates import parse_ib_date
-from .errors import FlexError, Step
+from .errors import FlexError, LockedOutError, Step
 from .events import EventKind, FetchEvent, ProgressCallback
 from .flow import FetchSettings, Wait, fetch_flow, worst_case_seconds
+from .pacing import pacer_for
 from .protocol import DEFAULT_BASE_URL, HttpRequest, Reply, Trouble, redact
 from .protocol import user_agent as _user_agent_header
 from .retry import attempt_limit
@@ -35,6 +36,7 @@ logger = logging.getLogger("ibkr_flex_client")
 MAX_RANGE_DAYS = 365
 _COMPACT_DATE = re.compile(r"\d{8}")
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+THROTTLED = 1018  # "too many requests": the token's 1/s or 10/min limit was hit
 
 
 def _as_date(name: str, value: object) -> date | None:
@@ -183,7 +185,9 @@ class FlexClient:
         )
         self._timeout = _check_positive("timeout", timeout)
         self._headers = {"User-Agent": _user_agent_header(user_agent or None)}
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        # Shared with every client of this token on this clock, in this process.
+        self._pacer = pacer_for(token, self._clock)
 
     @property
     def query_id(self) -> str:
@@ -253,67 +257,43 @@ class FlexClient:
         self, session: aiohttp.ClientSession, on_event: ProgressCallback | None
     ) -> FlexStatement:
         flow = fetch_flow(self._settings)
-        started = self._clock.now()
-        attempts = dict.fromkeys(Step, 0)
+        progress = _Progress(self.query_id, self._clock, on_event)
         outcome: Reply | Trouble | None = None
-        while True:
-            try:
-                action = flow.send(outcome)
-            except StopIteration as done:
-                statement: FlexStatement = done.value
-                self._emit(
-                    on_event,
-                    FetchEvent(
-                        EventKind.DONE,
-                        self.query_id,
-                        Step.GET_STATEMENT,
-                        attempts[Step.GET_STATEMENT],
-                        self._clock.now() - started,
-                        size=len(statement.xml),
-                    ),
-                )
-                return statement
-            if isinstance(action, Wait):
-                self._emit(
-                    on_event,
-                    FetchEvent(
+        try:
+            while True:
+                try:
+                    action = flow.send(outcome)
+                except StopIteration as done:
+                    statement: FlexStatement = done.value
+                    progress.emit(EventKind.DONE, Step.GET_STATEMENT, size=len(statement.xml))
+                    return statement
+                except LockedOutError as error:
+                    self._pacer.lock_out(error)  # every fetch of this token stops too
+                    raise
+                if isinstance(action, Wait):
+                    progress.emit(
                         EventKind.WAIT,
-                        self.query_id,
                         action.step,
-                        attempts[action.step],
-                        self._clock.now() - started,
                         wait=action.seconds,
                         code=action.code,
                         detail=action.reason,
-                    ),
-                )
-                await self._clock.sleep(action.seconds)
-                outcome = None
-            else:
-                attempts[action.step] += 1
-                self._emit(
-                    on_event,
-                    FetchEvent(
-                        EventKind.REQUEST,
-                        self.query_id,
-                        action.step,
-                        attempts[action.step],
-                        self._clock.now() - started,
-                        detail=f"GET {action.safe_url}",
-                    ),
-                )
-                outcome = await self._perform(session, action)
+                    )
+                    if action.code == THROTTLED:  # slow every fetch of this token down
+                        self._pacer.slow_down(action.seconds)
+                    await self._pacer.sleep(action.seconds)
+                    outcome = None
+                    continue
 
-    def _emit(self, on_event: ProgressCallback | None, event: FetchEvent) -> None:
-        level = logging.DEBUG if event.kind is EventKind.REQUEST else logging.INFO
-        if logger.isEnabledFor(level):
-            logger.log(level, "%s", event.describe())
-        if on_event is None:
-            return
-        try:
-            on_event(event)
-        except Exception:  # a progress display must not abort the fetch
-            logger.exception("query %s: the on_event callback raised", self.query_id)
+                def paced(seconds: float, reason: str, step: Step = action.step) -> None:
+                    code = THROTTLED if "1018" in reason else None
+                    progress.emit(EventKind.WAIT, step, wait=seconds, code=code, detail=reason)
+
+                await self._pacer.acquire(on_wait=paced)
+                progress.attempts[action.step] += 1
+                progress.emit(EventKind.REQUEST, action.step, detail=f"GET {action.safe_url}")
+                outcome = await self._perform(session, action)
+        finally:
+            flow.close()
 
     async def _perform(
         self, session: aiohttp.ClientSession, request: HttpRequest
@@ -323,9 +303,10 @@ class FlexClient:
             total=None, connect=None, sock_connect=self._timeout, sock_read=self._timeout
         )
         try:
-            return await asyncio.wait_for(
-                self._exchange(session, request, timeout), attempt_limit(self._timeout)
-            )
+            with busy(self._clock):
+                return await asyncio.wait_for(
+                    self._exchange(session, request, timeout), attempt_limit(self._timeout)
+                )
         except asyncio.TimeoutError as exc:
             # aiohttp raises its own TimeoutError subclasses for the socket timeouts.
             trouble = _timeout_trouble(exc, self._timeout)
@@ -359,6 +340,48 @@ class FlexClient:
             # Bytes, not text: IB's Content-Type charset and the XML declaration may disagree.
             body = await response.read()
             return Reply(response.status, body)
+
+
+class _Progress:
+    """One fetch's events: numbered per step, timed from the start, logged and handed on."""
+
+    def __init__(self, query_id: str, clock: Clock, on_event: ProgressCallback | None) -> None:
+        self.query_id = query_id
+        self.clock = clock
+        self.on_event = on_event
+        self.started = clock.now()
+        self.attempts = dict.fromkeys(Step, 0)
+
+    def emit(
+        self,
+        kind: EventKind,
+        step: Step,
+        *,
+        wait: float | None = None,
+        code: int | None = None,
+        detail: str | None = None,
+        size: int | None = None,
+    ) -> None:
+        event = FetchEvent(
+            kind,
+            self.query_id,
+            step,
+            self.attempts[step],
+            self.clock.now() - self.started,
+            wait=wait,
+            code=code,
+            detail=detail,
+            size=size,
+        )
+        level = logging.DEBUG if kind is EventKind.REQUEST else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(level, "%s", event.describe())
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # a progress display must not abort the fetch
+            logger.exception("query %s: the on_event callback raised", self.query_id)
 
 
 def _no_silent_retry(session: aiohttp.ClientSession) -> None:

@@ -29,13 +29,14 @@ from .protocol import (
     read_send_answer,
     send_request,
 )
-from .retry import MAX_BACKOFF, attempt_limit, decide, window_wait
+from .retry import MAX_BACKOFF, SECOND, attempt_limit, decide, window_wait
 from .statement import FlexStatement
 
 __all__ = ["FetchSettings", "Wait", "fetch_flow", "worst_case_seconds"]
 
-# Two requests of one token less than a second apart break IB's 1-per-second limit.
-MIN_SPACING = 1.0
+# Two requests of one token less than a second apart break IB's 1-per-second limit; SECOND
+# carries a margin for network jitter, the same one the token's pacer keeps.
+MIN_SPACING = SECOND
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

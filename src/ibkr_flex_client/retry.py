@@ -44,7 +44,14 @@ MAX_BACKOFF = 600.0
 
 # Seconds between polls while IB answers 1019, before the cap at backoff_base applies. Dense
 # at first (a small statement is ready in about a second; most within ten), then thinning out.
-POLL_SCHEDULE = (1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 5.0, 8.0)
+POLL_SCHEDULE = (1.0, 1.0, 1.0, 1.5, 1.5, 1.5, 1.5, 3.0, 5.0, 8.0)
+
+# IB's documented limits per token ("Rate limits"): 1 request per second, 10 per minute. Our
+# spacing is a little wider: a request's arrival at IB can lag its departure by network
+# jitter, and two requests sent exactly 1.000 s apart may arrive 0.990 s apart.
+PER_MINUTE = 10
+SECOND = 1.1
+MINUTE = 61.0
 
 # IB allows 10 requests per 60 s per token ("Rate limits"). One fetch keeps to 9 of them in
 # any 60 s, so a long generation never spends the token's whole minute on its own polls.
@@ -69,11 +76,10 @@ def window_wait(desired: float, now: float, sent: Sequence[float]) -> float:
     """At least ``desired`` seconds, and long enough that a request sent after the wait is
     at most the :data:`OWN_PER_MINUTE`-th in any :data:`WINDOW` of ``sent`` (ascending times
     of the fetch's earlier requests on its own timeline, ``now`` included)."""
-    at = now + desired
-    recent = [t for t in sent if t > at - WINDOW]
-    if len(recent) >= OWN_PER_MINUTE:
-        at = recent[-OWN_PER_MINUTE] + WINDOW  # when the oldest that must leave has left
-    return at - now
+    recent = [t for t in sent if t > now + desired - WINDOW]
+    if len(recent) >= OWN_PER_MINUTE:  # wait until the oldest that must leave has left
+        return max(desired, recent[-OWN_PER_MINUTE] + WINDOW - now)
+    return desired
 
 
 def backoff_delay(failures_in_a_row: int, backoff_base: float) -> float:

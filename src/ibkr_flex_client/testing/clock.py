@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import threading
+from collections.abc import Iterator
 
 __all__ = ["FakeClock"]
 
@@ -17,8 +19,9 @@ class FakeClock:
     :class:`~ibkr_flex_client.testing.FlexSimulator`: a fetch that backs off for ten minutes
     then takes milliseconds, and the simulator's rate limits and generation times follow the
     same virtual time. Sleepers wake in deadline order. Time jumps only after the event loop
-    has had a moment (``idle`` real seconds) to run everything that is not asleep, so
-    requests in flight finish before the sleepers behind them wake.
+    has had a moment (``idle`` real seconds) to run everything that is not asleep, and never
+    while an HTTP exchange is in flight (the client marks each with :meth:`busy`), so a
+    request reaches the simulator at the virtual time it was sent.
 
     ``now()`` may be read from any thread; ``sleep()`` belongs to one event loop at a time.
 
@@ -33,6 +36,7 @@ class FakeClock:
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._jumper: asyncio.Task[None] | None = None
+        self._busy = 0
         self.slept: list[float] = []
 
     def now(self) -> float:
@@ -44,6 +48,17 @@ class FakeClock:
         """Move time forward by hand (sleepers whose deadline passes wake on the next jump)."""
         with self._lock:
             self._now += seconds
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Hold time still while the block runs (the client wraps each HTTP exchange)."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of virtual time; returns as soon as time has jumped past them."""
@@ -63,6 +78,9 @@ class FakeClock:
             await asyncio.sleep(self._idle)
             if not self._sleepers:
                 break
+            with self._lock:
+                if self._busy:
+                    continue
             deadline = self._sleepers[0][0]
             with self._lock:
                 self._now = max(self._now, deadline)
