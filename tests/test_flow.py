@@ -22,7 +22,14 @@ from ibkr_flex_client import (
     UnknownCodeError,
     UnsafeUrlError,
 )
-from ibkr_flex_client.flow import FetchSettings, Wait, fetch_flow, worst_case_seconds
+from ibkr_flex_client.flow import (
+    FetchSettings,
+    Outcome,
+    Result,
+    Wait,
+    fetch_flow,
+    worst_case_seconds,
+)
 from ibkr_flex_client.protocol import HttpRequest, Reply, Trouble
 from ibkr_flex_client.retry import MAX_BACKOFF, POLL_SCHEDULE, backoff_delay, poll_delay
 from ibkr_flex_client.testing import IB_MESSAGES, build_statement
@@ -71,8 +78,8 @@ class Run:
         self.requests: list[HttpRequest] = []
         self.waits: list[Wait] = []
         self.order: list[str] = []
-        self.flow: Generator[HttpRequest | Wait, Reply | Trouble | None, FlexStatement] = (
-            fetch_flow(settings(**overrides))
+        self.flow: Generator[HttpRequest | Wait, Outcome | None, Result] = fetch_flow(
+            settings(**overrides)
         )
 
     def result(self) -> FlexStatement:
@@ -81,8 +88,8 @@ class Run:
             try:
                 action = self.flow.send(outcome)
             except StopIteration as done:
-                assert not self.answers, "the flow stopped before using every answer"
-                return done.value  # type: ignore[no-any-return]
+                result = done.value
+                break
             if isinstance(action, Wait):
                 self.waits.append(action)
                 self.order.append("wait")
@@ -91,6 +98,9 @@ class Run:
                 self.requests.append(action)
                 self.order.append("request")
                 outcome = self.answers.pop(0)
+        assert not self.answers, "the flow stopped before using every answer"
+        assert isinstance(result, FlexStatement)
+        return result
 
     def steps(self) -> list[Step]:
         return [r.step for r in self.requests]
@@ -109,7 +119,7 @@ def test_happy_path_is_one_send_and_one_poll_a_second_later() -> None:
 def test_in_progress_polls_follow_the_gentle_schedule() -> None:
     run = Run([ok_reference(), code(1019), code(1019), code(1019), STATEMENT_REPLY])
     run.result()
-    assert [w.seconds for w in run.waits] == [1.1, 1.1, 1.1, 1.1]
+    assert [w.seconds for w in run.waits] == [1.1, 1.1, 2.0, 2.0]
     assert [w.code for w in run.waits] == [None, 1019, 1019, 1019]
 
 
@@ -217,8 +227,8 @@ def test_backoff_is_capped_at_ibs_penalty_box() -> None:
 
 
 def test_poll_delay_is_capped_at_backoff_base() -> None:
-    assert [poll_delay(n, 10.0) for n in range(1, len(POLL_SCHEDULE) + 3)][-3:] == [
-        8.0,
+    assert [poll_delay(n, 10.0) for n in range(1, len(POLL_SCHEDULE) + 3)] == [
+        *POLL_SCHEDULE,
         10.0,
         10.0,
     ]
@@ -310,7 +320,7 @@ def test_a_long_generation_keeps_one_fetch_to_9_requests_a_minute() -> None:
     run = Run([ok_reference(), *[code(1019)] * 25, STATEMENT_REPLY], max_retries=26)
     run.result()
     times = request_times(run)
-    assert times[:10] == pytest.approx([0.0, 1.1, 2.2, 3.3, 4.4, 5.9, 7.4, 8.9, 10.4, 60.0])
+    assert times[:11] == pytest.approx([0.0, 1.1, 2.2, 4.2, 6.2, 8.2, 10.2, 20.2, 30.2, 60, 70])
     for i, t in enumerate(times):
         assert sum(1 for s in times[: i + 1] if s > t - 60.0) <= 9
         if i:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,88 @@ def test_repr_is_short_and_informative() -> None:
     assert repr(statement).startswith(
         "FlexStatement(account_id='U1234567', from_date=2026-03-02, to_date=2026-03-06, size="
     )
+
+
+def test_every_account_of_a_multi_account_report() -> None:
+    document = build_statement(
+        accounts=["U111", "U222", "U333"], query_name="Daily", report_type="TCF", period="Last7"
+    )
+    statement = FlexStatement(document)
+    assert (statement.query_name, statement.type) == ("Daily", "TCF")
+    assert [s.account_id for s in statement.statements] == ["U111", "U222", "U333"]
+    first = statement.statements[0]
+    assert (first.from_date, first.to_date, first.period) == (
+        date(2026, 3, 2),
+        date(2026, 3, 6),
+        "Last7",
+    )
+    assert first.when_generated == datetime(2026, 3, 9, 8, 15, 2)
+    assert [t.get("accountId") for t in first.iter("Trade")] == ["U111"] * 3
+    assert len(list(statement.iter("Trade"))) == 9  # the top level spans all accounts
+    assert "U111" in repr(first)
+
+
+def test_top_level_dates_span_accounts_with_different_periods() -> None:
+    early = build_statement(accounts=["U1"], from_date=date(2026, 1, 5), to_date=date(2026, 1, 9))
+    late = build_statement(accounts=["U2"], from_date=date(2026, 2, 2), to_date=date(2026, 2, 6))
+    combined = early.replace(b'count="1"', b'count="2"').replace(
+        b"</FlexStatements>",
+        late.split(b'<FlexStatements count="1">')[1].split(b"</FlexStatements>")[0]
+        + b"</FlexStatements>",
+    )
+    statement = FlexStatement(combined)
+    assert statement.account_id == "U1,U2"
+    assert (statement.from_date, statement.to_date) == (date(2026, 1, 5), date(2026, 2, 6))
+
+
+@pytest.mark.parametrize("fmt", ["yyyyMMdd", "yyyy-MM-dd", "MM/dd/yyyy", "MM/dd/yy", "dd-MMM-yy"])
+def test_header_dates_in_every_unambiguous_setting(fmt: str) -> None:
+    document = build_statement(
+        date_format=fmt, from_date=date(2026, 1, 13), to_date=date(2026, 1, 30)
+    )
+    statement = FlexStatement(document)
+    assert (statement.from_date, statement.to_date) == (date(2026, 1, 13), date(2026, 1, 30))
+
+
+def test_day_order_comes_from_the_whole_document_when_headers_are_ambiguous() -> None:
+    rows = [{"tradeDate": date(2026, 3, 24)}]  # 24/03/2026: only dd/MM reads it
+    document = build_statement(sections={"T": ("Trade", rows)}, date_format="dd/MM/yyyy")
+    statement = FlexStatement(document)
+    assert statement.day_first is True
+    assert (statement.from_date, statement.to_date) == (date(2026, 3, 2), date(2026, 3, 6))
+
+
+def test_undecidable_day_order_is_explained_not_guessed() -> None:
+    document = build_statement(sections={}, date_format="dd/MM/yyyy")
+    statement = FlexStatement(document)  # a valid statement all the same
+    assert statement.day_first is None
+    with pytest.raises(StatementError, match="day_first"):
+        _ = statement.from_date
+    assert "from_date=?" in repr(statement)
+    assert FlexStatement(document, day_first=True).from_date == date(2026, 3, 2)
+    assert FlexStatement(document, day_first=False).from_date == date(2026, 2, 3)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "iso-8859-1", "utf-16"])
+def test_declared_encodings_keep_non_ascii_names(encoding: str) -> None:
+    text = (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n<FlexQueryResponse queryName="Zürich '
+        'Konto" type="AF"><FlexStatements count="1"><FlexStatement accountId="U1" '
+        'fromDate="20260102" toDate="20260102"><AccountInformation name="Jürg Müller-Ødegård '
+        'Łukasz"/></FlexStatement></FlexStatements></FlexQueryResponse>'
+    )
+    if encoding == "iso-8859-1":  # Latin-1 has no Ł: IB would write a character reference
+        text = text.replace("Ł", "&#321;")
+    data = text.encode(encoding)
+    statement = FlexStatement(data)
+    assert statement.xml is data
+    assert statement.query_name == "Zürich Konto"
+    names = [e.get("name") for e in statement.iter("AccountInformation")]
+    assert names == ["Jürg Müller-Ødegård Łukasz"]
+
+
+def test_from_file_reads_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "s.xml"
+    path.write_bytes(build_statement())
+    assert FlexStatement.from_file(path).account_id == "U1234567"
+    assert FlexStatement.from_file(str(path)).xml == path.read_bytes()

@@ -9,12 +9,13 @@
 
 from ._version import __version__
 from .client import FlexClient
-from .dates import parse_ib_date
+from .dates import parse_ib_date, parse_ib_datetime
 from .errors import (
     FlexError,
     LockedOutError,
     NotReadyError,
     QueryError,
+    SaveError,
     ServiceUnavailableError,
     StatementError,
     Step,
@@ -26,9 +27,12 @@ from .errors import (
     UnsafeUrlError,
 )
 from .events import EventKind, FetchEvent, ProgressCallback
-from .statement import FlexStatement
+from .rows import RowError
+from .statement import AccountStatement, FlexStatement
+from .stream import iter_elements, iter_rows
 
 __all__ = [
+    "AccountStatement",
     "EventKind",
     "FetchEvent",
     "FlexClient",
@@ -38,6 +42,8 @@ __all__ = [
     "NotReadyError",
     "ProgressCallback",
     "QueryError",
+    "RowError",
+    "SaveError",
     "ServiceUnavailableError",
     "StatementError",
     "Step",
@@ -48,5 +54,8 @@ __all__ = [
     "UnknownCodeError",
     "UnsafeUrlError",
     "__version__",
+    "iter_elements",
+    "iter_rows",
     "parse_ib_date",
+    "parse_ib_datetime",
 ]

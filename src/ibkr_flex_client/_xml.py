@@ -9,9 +9,10 @@ nothing is ever expanded, whatever the expat version underneath. The check reads
 from __future__ import annotations
 
 import codecs
+import re
 import xml.etree.ElementTree as ET
 
-__all__ = ["XmlRejectedError", "check_prolog", "parse_xml"]
+__all__ = ["XmlRejectedError", "check_prolog", "parse_xml", "root_name"]
 
 # Byte-order marks of the wide encodings; UTF-8 (with or without BOM) and the one-byte
 # encodings IB uses (ISO-8859-1) can be scanned as bytes.
@@ -38,21 +39,24 @@ def _as_text(data: bytes | str, limit: int | None) -> str:
     return head.decode("latin-1")
 
 
-def _prolog_has_dtd(text: str) -> bool | None:
-    """True for a DTD, False once the root element starts, None if ``text`` ends first."""
+def _scan_prolog(text: str) -> tuple[str, int]:
+    """Walk the prolog: ``("dtd", i)``, ``("root", i)`` where the root starts, or
+    ``("open", -1)`` if ``text`` ends before either."""
     pos = 0
     while True:
         start = text.find("<", pos)
         if start < 0:
-            return None
+            return "open", -1
         if text.startswith("<?", start):
             end, width = text.find("?>", start), 2
         elif text.startswith("<!--", start):
             end, width = text.find("-->", start), 3
+        elif text.startswith("<!", start):
+            return "dtd", start  # "<!DOCTYPE", with any entity declarations inside it
         else:
-            return text.startswith("<!", start)  # "<!DOCTYPE": a DTD; anything else: the root
+            return "root", start
         if end < 0:
-            return None
+            return "open", -1
         pos = end + width
 
 
@@ -63,11 +67,24 @@ def check_prolog(data: bytes | str) -> None:
     first 4 KiB nearly always hold the whole prolog; a longer one is scanned in full.
     """
     for limit in (4096, None):
-        verdict = _prolog_has_dtd(_as_text(data, limit))
-        if verdict:
+        verdict, _ = _scan_prolog(_as_text(data, limit))
+        if verdict == "dtd":
             raise XmlRejectedError("a document type declaration (DTD) is not allowed")
-        if verdict is False or limit is None or len(data) <= limit:
+        if verdict == "root" or limit is None or len(data) <= limit:
             return
+
+
+_NAME_END = re.compile(r"[\s/>]")
+
+
+def root_name(head: bytes) -> str | None:
+    """The root element's name from the start of a document, if the start holds it."""
+    text = _as_text(head, 4096)
+    verdict, start = _scan_prolog(text)
+    if verdict != "root":
+        return None
+    end = _NAME_END.search(text, start + 1)
+    return text[start + 1 : end.start()] if end else None
 
 
 def parse_xml(data: bytes | str) -> ET.Element:

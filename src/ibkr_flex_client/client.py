@@ -8,25 +8,31 @@ an exception carrying a URL, which would hold the token).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
 import re
 import socket
+import tempfile
 from datetime import date
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from ._clock import SYSTEM_CLOCK, Clock, busy
+from ._xml import root_name
 from .dates import parse_ib_date
-from .errors import FlexError, LockedOutError, Step
+from .errors import FlexError, LockedOutError, SaveError, StatementError, Step
 from .events import EventKind, FetchEvent, ProgressCallback
-from .flow import FetchSettings, Wait, fetch_flow, worst_case_seconds
+from .flow import FetchSettings, Outcome, Result, Wait, fetch_flow, worst_case_seconds
 from .pacing import pacer_for
-from .protocol import DEFAULT_BASE_URL, HttpRequest, Reply, Trouble, redact
+from .protocol import DEFAULT_BASE_URL, HttpRequest, Reply, Saved, Trouble, redact
 from .protocol import user_agent as _user_agent_header
 from .retry import attempt_limit
 from .statement import FlexStatement
+from .stream import check_statement_file
 
 __all__ = ["FlexClient"]
 
@@ -37,6 +43,9 @@ MAX_RANGE_DAYS = 365
 _COMPACT_DATE = re.compile(r"\d{8}")
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 THROTTLED = 1018  # "too many requests": the token's 1/s or 10/min limit was hit
+CHUNK = 64 * 1024
+HEAD = 4096  # enough of a body to find its root element
+MAX_ENVELOPE = 8 * 1024 * 1024  # a non-statement answer larger than this is not IB's
 
 
 def _as_date(name: str, value: object) -> date | None:
@@ -244,29 +253,79 @@ class FlexClient:
         re-send of a GET on a dropped connection is switched off on the session used, since
         that re-send would reach IB within the same second (a 1018).
         """
+        result = await self._with_session(session, on_event, None)
+        assert isinstance(result, FlexStatement)  # noqa: S101 - the flow's contract
+        return result
+
+    async def download(
+        self,
+        path: str | os.PathLike[str],
+        session: aiohttp.ClientSession | None = None,
+        *,
+        on_event: ProgressCallback | None = None,
+    ) -> Path:
+        """Fetch the statement straight to a file, however large; returns ``path``.
+
+        The GetStatement body streams to a temporary file beside ``path`` (never into
+        memory), is checked to be a complete, well-formed Flex statement (in flat memory),
+        flushed to disk, and only then renamed over ``path``: a crash, a cancellation or an
+        error never leaves a partial file at ``path``, and an existing file there stays as it
+        was until the new one is whole. The file is readable by its owner only (it holds
+        account data). Retries, pacing, events and errors are those of :meth:`fetch`;
+        a file that cannot be written raises :class:`SaveError`.
+        """
+        target = Path(path)
+        try:
+            handle, temp_name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+            )
+        except OSError as exc:
+            reason = f"{exc.strerror or exc} in {str(target.parent)!r}"
+        else:
+            os.close(handle)
+            temp = Path(temp_name)
+            try:
+                result = await self._with_session(session, on_event, temp)
+                assert isinstance(result, Saved)  # noqa: S101 - the flow's contract
+                _replace(temp, target)
+            finally:
+                _discard(temp)
+            return target
+        raise SaveError(f"cannot save the statement: {reason}")
+
+    async def _with_session(
+        self,
+        session: aiohttp.ClientSession | None,
+        on_event: ProgressCallback | None,
+        save_to: Path | None,
+    ) -> Result:
         if session is not None:
             if session.closed:
                 raise FlexError("the aiohttp session passed to fetch() is closed")
             _no_silent_retry(session)
-            return await self._run(session, on_event)
+            return await self._run(session, on_event, save_to)
         async with aiohttp.ClientSession() as own:
             _no_silent_retry(own)
-            return await self._run(own, on_event)
+            return await self._run(own, on_event, save_to)
 
     async def _run(
-        self, session: aiohttp.ClientSession, on_event: ProgressCallback | None
-    ) -> FlexStatement:
+        self,
+        session: aiohttp.ClientSession,
+        on_event: ProgressCallback | None,
+        save_to: Path | None,
+    ) -> Result:
         flow = fetch_flow(self._settings)
         progress = _Progress(self.query_id, self._clock, on_event)
-        outcome: Reply | Trouble | None = None
+        outcome: Outcome | None = None
         try:
             while True:
                 try:
                     action = flow.send(outcome)
                 except StopIteration as done:
-                    statement: FlexStatement = done.value
-                    progress.emit(EventKind.DONE, Step.GET_STATEMENT, size=len(statement.xml))
-                    return statement
+                    result: Result = done.value
+                    size = len(result.xml) if isinstance(result, FlexStatement) else result.size
+                    progress.emit(EventKind.DONE, Step.GET_STATEMENT, size=size)
+                    return result
                 except LockedOutError as error:
                     self._pacer.lock_out(error)  # every fetch of this token stops too
                     raise
@@ -291,21 +350,24 @@ class FlexClient:
                 await self._pacer.acquire(on_wait=paced)
                 progress.attempts[action.step] += 1
                 progress.emit(EventKind.REQUEST, action.step, detail=f"GET {action.safe_url}")
-                outcome = await self._perform(session, action)
+                save = save_to if action.step is Step.GET_STATEMENT else None
+                outcome = await self._perform(session, action, save)
         finally:
             flow.close()
 
     async def _perform(
-        self, session: aiohttp.ClientSession, request: HttpRequest
-    ) -> Reply | Trouble:
-        """One GET; every failure becomes a :class:`Trouble` whose text holds no token."""
+        self, session: aiohttp.ClientSession, request: HttpRequest, save_to: Path | None
+    ) -> Outcome:
+        """One GET; every network failure becomes a :class:`Trouble` whose text holds no
+        token. With ``save_to``, the body streams to that file (see :meth:`download`)."""
         timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=self._timeout, sock_read=self._timeout
         )
         try:
             with busy(self._clock):
                 return await asyncio.wait_for(
-                    self._exchange(session, request, timeout), attempt_limit(self._timeout)
+                    self._exchange(session, request, timeout, save_to),
+                    attempt_limit(self._timeout),
                 )
         except asyncio.TimeoutError as exc:
             # aiohttp raises its own TimeoutError subclasses for the socket timeouts.
@@ -327,7 +389,8 @@ class FlexClient:
         session: aiohttp.ClientSession,
         request: HttpRequest,
         timeout: aiohttp.ClientTimeout,
-    ) -> Reply:
+        save_to: Path | None,
+    ) -> Outcome:
         # No redirects: a 3xx to another host would carry the token there. A 3xx is HTTP
         # trouble like any other non-2xx answer.
         async with session.get(
@@ -338,8 +401,56 @@ class FlexClient:
             timeout=timeout,
         ) as response:
             # Bytes, not text: IB's Content-Type charset and the XML declaration may disagree.
-            body = await response.read()
-            return Reply(response.status, body)
+            if save_to is None:
+                return Reply(response.status, await response.read())
+            head, size = await _stream_to_file(response, save_to)
+            status = response.status
+        if 200 <= status < 300 and root_name(head) == "FlexQueryResponse":
+            try:
+                await asyncio.to_thread(check_statement_file, save_to)
+            except StatementError as exc:
+                return Trouble(f"a statement that is {exc}", status)
+            return Saved(status, str(save_to), size)
+        # An envelope (1019 and friends) or an error page: small, read back for the flow.
+        if size > MAX_ENVELOPE:
+            return Trouble(f"an unexpected {size:,}-byte answer that is not a statement", status)
+        return Reply(status, await asyncio.to_thread(save_to.read_bytes))
+
+
+async def _stream_to_file(response: aiohttp.ClientResponse, path: Path) -> tuple[bytes, int]:
+    """Write the body to ``path`` (truncating it), flushed to disk; returns its first bytes
+    and its size. Disk trouble raises :class:`SaveError` (not retried: a full disk stays
+    full). Chunk writes are small and go to the page cache, so they do not stall the loop."""
+    head, size = b"", 0
+    try:
+        with path.open("wb") as out:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                if size < HEAD:
+                    head += chunk[: HEAD - size]
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            await asyncio.to_thread(os.fsync, out.fileno())
+    except OSError as exc:
+        reason = f"{exc.strerror or exc} writing {str(path)!r}"
+    else:
+        return head, size
+    raise SaveError(f"cannot save the statement: {reason}")
+
+
+def _replace(temp: Path, target: Path) -> None:
+    try:
+        temp.replace(target)  # atomic on one file system: the temp file sits beside target
+    except OSError as exc:
+        reason = f"{exc.strerror or exc} renaming to {str(target)!r}"
+    else:
+        return
+    raise SaveError(f"cannot save the statement: {reason}")
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 class _Progress:

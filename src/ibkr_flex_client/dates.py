@@ -1,18 +1,27 @@
-"""IB's date formats ("Formats a query may be configured to emit" in ``docs/protocol.md``).
+"""IB's date and time formats ("Formats a query may be configured to emit", docs/protocol.md).
 
 A Flex query emits dates as one of ``yyyyMMdd`` (the default), ``yyyy-MM-dd``, ``MM/dd/yyyy``,
-``MM/dd/yy``, ``dd/MM/yyyy``, ``dd/MM/yy`` or ``dd-MMM-yy``. Slashed dates are ambiguous when
-both numbers are 12 or less: the caller says which order applies (``day_first``), or a whole
+``MM/dd/yy``, ``dd/MM/yyyy``, ``dd/MM/yy`` or ``dd-MMM-yy``; times as ``HHmmss`` (the
+default), ``HH:mm:ss``, or ``HH:mm:ss`` with a zone name (``10:19:55 EDT``); and joins the two
+with ``;`` (the default), ``,``, a space, or nothing. Slashed dates are ambiguous when both
+numbers are 12 or less: the caller says which order applies (``day_first``), or a whole
 document decides it (:func:`infer_day_first`). A single value is never guessed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from datetime import date
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["AmbiguousDateError", "infer_day_first", "parse_ib_date"]
+__all__ = [
+    "ZONE_NAMES",
+    "AmbiguousDateError",
+    "infer_day_first",
+    "parse_ib_date",
+    "parse_ib_datetime",
+]
 
 _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
@@ -132,3 +141,120 @@ def infer_day_first(values: Iterable[str]) -> bool | None:
             raise ValueError(f"dates disagree on dd/MM versus MM/dd (seen at {value!r})")
         day_first = verdict
     return day_first
+
+
+# Zone names IB writes after times, as (IANA zone, UTC offset in hours). The abbreviation
+# fixes the offset; the IANA zone makes the result a real time zone (DST-aware arithmetic).
+# CST is US Central (IB's home time zone family), not China Standard Time.
+ZONE_NAMES: Mapping[str, tuple[str, float]] = {
+    "UTC": ("UTC", 0),
+    "GMT": ("Europe/London", 0),
+    "BST": ("Europe/London", 1),
+    "WET": ("Europe/Lisbon", 0),
+    "WEST": ("Europe/Lisbon", 1),
+    "CET": ("Europe/Zurich", 1),
+    "CEST": ("Europe/Zurich", 2),
+    "MET": ("Europe/Zurich", 1),
+    "MEST": ("Europe/Zurich", 2),
+    "EET": ("Europe/Helsinki", 2),
+    "EEST": ("Europe/Helsinki", 3),
+    "MSK": ("Europe/Moscow", 3),
+    "EST": ("America/New_York", -5),
+    "EDT": ("America/New_York", -4),
+    "CST": ("America/Chicago", -6),
+    "CDT": ("America/Chicago", -5),
+    "MST": ("America/Denver", -7),
+    "MDT": ("America/Denver", -6),
+    "PST": ("America/Los_Angeles", -8),
+    "PDT": ("America/Los_Angeles", -7),
+    "AKST": ("America/Anchorage", -9),
+    "AKDT": ("America/Anchorage", -8),
+    "HST": ("Pacific/Honolulu", -10),
+    "IST": ("Asia/Kolkata", 5.5),
+    "SGT": ("Asia/Singapore", 8),
+    "HKT": ("Asia/Hong_Kong", 8),
+    "JST": ("Asia/Tokyo", 9),
+    "KST": ("Asia/Seoul", 9),
+    "AWST": ("Australia/Perth", 8),
+    "ACST": ("Australia/Adelaide", 9.5),
+    "ACDT": ("Australia/Adelaide", 10.5),
+    "AEST": ("Australia/Sydney", 10),
+    "AEDT": ("Australia/Sydney", 11),
+    "NZST": ("Pacific/Auckland", 12),
+    "NZDT": ("Pacific/Auckland", 13),
+}
+
+# A date (any format), an optional separator, a time, an optional zone name. The time has a
+# fixed length at the end, so the date is whatever stands before it.
+_DATETIME = re.compile(
+    r"(?P<date>.+?)[;, ]?(?P<time>\d{2}:\d{2}:\d{2}|\d{6})(?:\s+(?P<zone>[A-Za-z]{2,5}))?"
+)
+
+
+def _zone(name: str, moment: datetime, value: str) -> tzinfo:
+    try:
+        iana, hours = ZONE_NAMES[name.upper()]
+    except KeyError:
+        raise ValueError(f"not a valid IB date-time: {value!r} (unknown zone {name!r})") from None
+    offset = timedelta(hours=hours)
+    try:
+        zone = ZoneInfo(iana)
+    except (ZoneInfoNotFoundError, ValueError):  # no time zone database on this machine
+        return timezone(offset, name.upper())
+    # Trust the abbreviation over the calendar: "EST" in July still means UTC-5.
+    if moment.replace(tzinfo=zone).utcoffset() == offset:
+        return zone
+    return timezone(offset, name.upper())
+
+
+def parse_ib_datetime(
+    value: str, *, day_first: bool | None = None, tz: tzinfo | None = None
+) -> datetime:
+    """Parse a date-time in any form a Flex query can emit.
+
+    >>> parse_ib_datetime("20260327;101500")
+    datetime.datetime(2026, 3, 27, 10, 15)
+    >>> parse_ib_datetime("2025-04-26;13:34:28 EDT").isoformat()
+    '2025-04-26T13:34:28-04:00'
+
+    Any of IB's date formats (see :func:`parse_ib_date`), then ``;``, ``,``, a space or
+    nothing, then ``HHmmss`` or ``HH:mm:ss``, optionally followed by a zone name from
+    :data:`ZONE_NAMES`, which makes the result aware (in the real IANA zone when its offset
+    agrees with the name, else at the name's fixed offset).
+
+    Args:
+        day_first: as for :func:`parse_ib_date`.
+        tz: attached to a value that names no zone (IB writes such times in the account's
+            time zone); without it those results are naive.
+
+    Raises:
+        ValueError: naming the value, if it is not one of IB's date-time forms.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"not a valid IB date-time: {value!r} (expected a string)")
+    match = _DATETIME.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"not a valid IB date-time: {value!r} (expected a date, then ';', ',', ' ' or "
+            "nothing, then HHmmss or HH:mm:ss, optionally a zone name)"
+        )
+    try:
+        day = parse_ib_date(match["date"], day_first=day_first)
+    except AmbiguousDateError:
+        problem = "ambiguous: its date reads as MM/dd and as dd/MM; pass day_first"
+    except ValueError as exc:
+        problem = str(exc).partition(": ")[2]
+    else:
+        problem = ""
+    if problem:
+        kind = AmbiguousDateError if problem.startswith("ambiguous") else ValueError
+        raise kind(f"not a valid IB date-time: {value!r} ({problem})")
+    digits = match["time"].replace(":", "")
+    hour, minute, second = int(digits[:2]), int(digits[2:4]), int(digits[4:])
+    try:
+        moment = datetime(day.year, day.month, day.day, hour, minute, second)
+    except ValueError:
+        raise ValueError(f"not a valid IB date-time: {value!r} (no such time)") from None
+    if match["zone"]:
+        return moment.replace(tzinfo=_zone(match["zone"], moment, value))
+    return moment.replace(tzinfo=tz) if tz is not None else moment

@@ -14,7 +14,9 @@
     ├── LockedOutError             1025: too many failed attempts; stop using the token
     ├── UnsafeUrlError             IB's answer pointed the token at a host we do not trust
     ├── UnknownCodeError           IB answered with a code this library does not know
+    ├── SaveError                  download(): the statement could not be written to disk
     └── StatementError             bytes that are not a complete, well-formed Flex statement
+        └── RowError               a row that does not fit the model given to rows()
 
 The class says what to do; the attributes carry the data (IB's code and message, which of
 the two steps failed, the HTTP status). Messages never contain the token. Codes and their
@@ -30,6 +32,7 @@ __all__ = [
     "LockedOutError",
     "NotReadyError",
     "QueryError",
+    "SaveError",
     "ServiceUnavailableError",
     "StatementError",
     "Step",
@@ -134,6 +137,11 @@ class UnsafeUrlError(FlexError):
 
 class UnknownCodeError(FlexError):
     """IB answered with an error code this library does not know; IB's message is kept."""
+
+
+class SaveError(FlexError):
+    """``download()`` could not write the statement file (no such directory, disk full,
+    no permission). Nothing partial is left at the target path."""
 
 
 class StatementError(FlexError, ValueError):

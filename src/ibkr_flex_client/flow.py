@@ -21,6 +21,7 @@ from .protocol import (
     IbAnswer,
     Reference,
     Reply,
+    Saved,
     Trouble,
     answer_error,
     check_statement_url,
@@ -64,7 +65,8 @@ class Wait:
 
 
 Action = HttpRequest | Wait
-Outcome = Reply | Trouble
+Outcome = Reply | Trouble | Saved
+Result = FlexStatement | Saved
 
 
 @dataclasses.dataclass(slots=True)
@@ -95,7 +97,7 @@ class _Tally:
         return dataclasses.replace(wait, seconds=seconds, reason=f"{wait.reason}; pacing")
 
 
-def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, FlexStatement]:
+def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, Result]:
     """SendRequest, then poll GetStatement, retrying as :func:`retry.decide` says.
 
     Each step may make ``max_retries`` requests per fetch. A 1017 (reference code invalid)
@@ -113,7 +115,7 @@ def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, Fle
             reference_code=reference.code,
         )
         result = yield from _poll(settings, tally, poll)
-        if isinstance(result, FlexStatement):
+        if not isinstance(result, IbAnswer):
             return result
         if resent or tally.polls >= settings.max_retries:
             raise answer_error(result, Step.GET_STATEMENT, QueryError)
@@ -136,6 +138,8 @@ def _send(settings: FetchSettings, tally: _Tally) -> Generator[Action, Outcome |
     while True:
         tally.sends += 1
         outcome = _expect_outcome((yield tally.request(request)))
+        if isinstance(outcome, Saved):
+            raise TypeError("a SendRequest answer cannot be a saved statement")
         answer = outcome if isinstance(outcome, Trouble) else read_send_answer(outcome)
         if isinstance(answer, Reference):
             tally.failures_in_a_row = 0
@@ -148,20 +152,29 @@ def _send(settings: FetchSettings, tally: _Tally) -> Generator[Action, Outcome |
 
 def _poll(
     settings: FetchSettings, tally: _Tally, poll: HttpRequest
-) -> Generator[Action, Outcome | None, FlexStatement | IbAnswer]:
-    """Step 2: poll GetStatement; returns the statement, or IB's 1017 answer."""
+) -> Generator[Action, Outcome | None, Result | IbAnswer]:
+    """Step 2: poll GetStatement; returns the statement (or the file the driver saved it
+    to), or IB's 1017 answer."""
     in_progress = 0
     wait = Wait(MIN_SPACING, Step.GET_STATEMENT, "generation takes about a second")
     while True:
         yield tally.wait(wait)
         tally.polls += 1
         outcome = _expect_outcome((yield tally.request(poll)))
-        result = outcome if isinstance(outcome, Trouble) else read_get_answer(outcome)
-        if isinstance(result, ET.Element):
-            checked = _statement(outcome, result)
-            if isinstance(checked, FlexStatement):
-                return checked
-            result = checked
+        if isinstance(outcome, Saved):
+            return outcome
+        result: IbAnswer | Trouble
+        if isinstance(outcome, Trouble):
+            result = outcome
+        else:
+            read = read_get_answer(outcome)
+            if not isinstance(read, ET.Element):
+                result = read
+            else:
+                checked = _statement(outcome, read)
+                if isinstance(checked, FlexStatement):
+                    return checked
+                result = checked
         if isinstance(result, IbAnswer) and result.kind is CodeKind.REFERENCE:
             return result
         if isinstance(result, IbAnswer) and result.kind is CodeKind.IN_PROGRESS:
@@ -207,9 +220,9 @@ def _expect_outcome(outcome: Outcome | None) -> Outcome:
     return outcome
 
 
-def _statement(outcome: Outcome, root: ET.Element) -> FlexStatement | Trouble:
+def _statement(outcome: Reply, root: ET.Element) -> FlexStatement | Trouble:
     """The checked statement, or Trouble when the document is incomplete (retry it)."""
-    body = outcome.body if isinstance(outcome, Reply) else b""
+    body = outcome.body
     try:
         return FlexStatement._from_root(body, root)
     except FlexError as exc:

@@ -26,6 +26,7 @@ __all__ = [
     "IbAnswer",
     "Reference",
     "Reply",
+    "Saved",
     "Trouble",
     "check_statement_url",
     "classify",
@@ -191,6 +192,16 @@ class Reply:
 
     status: int
     body: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Saved:
+    """A statement the driver streamed to a file and checked (``download()``): complete,
+    well-formed, a ``FlexQueryResponse``."""
+
+    status: int
+    path: str
+    size: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -42,9 +42,12 @@ __all__ = [
 # IB's penalty box lasts 10 minutes ("Rate limits"): a longer single wait gains nothing.
 MAX_BACKOFF = 600.0
 
-# Seconds between polls while IB answers 1019, before the cap at backoff_base applies. Dense
-# at first (a small statement is ready in about a second; most within ten), then thinning out.
-POLL_SCHEDULE = (1.0, 1.0, 1.0, 1.5, 1.5, 1.5, 1.5, 3.0, 5.0, 8.0)
+# Seconds between polls while IB answers 1019; after these, backoff_base (the cap). Dense for
+# the first ten seconds (a small statement is ready in about a second, most within ten), then
+# every backoff_base: with the default of 10 s, polls go at about 1, 2, 4, 6, 8, 10, 20 and
+# 30 s, which with the SendRequest is 9 requests, all one fetch may use in a minute
+# (OWN_PER_MINUTE). A denser start would leave the rest of the first minute silent.
+POLL_SCHEDULE = (1.0, 2.0, 2.0, 2.0, 2.0)
 
 # IB's documented limits per token ("Rate limits"): 1 request per second, 10 per minute. Our
 # spacing is a little wider: a request's arrival at IB can lag its departure by network

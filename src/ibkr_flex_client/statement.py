@@ -1,17 +1,33 @@
-"""A Flex statement: the ``<FlexQueryResponse>`` document IB generates ("The statement")."""
+"""A Flex statement: the ``<FlexQueryResponse>`` document IB generates ("The statement").
+
+::
+
+    <FlexQueryResponse queryName="…" type="AF">          AF = Activity, TCF = Trade Confirmation
+      <FlexStatements count="N">
+        <FlexStatement accountId="U…" fromDate="…" toDate="…" period="…" whenGenerated="…">
+          <Trades><Trade …/></Trades>  <OpenPositions>…</OpenPositions>  …
+"""
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from datetime import date
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import TypeVar, cast
 
 from ._xml import XmlRejectedError, parse_xml
-from .dates import AmbiguousDateError, infer_day_first, parse_ib_date
+from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
 from .errors import StatementError
+from .rows import RowReader
 
-__all__ = ["FlexStatement"]
+__all__ = ["AccountStatement", "FlexStatement", "check_structure"]
+
+T = TypeVar("T")
 
 _SLASHED_DATE = re.compile(r"\d{2}/\d{2}/\d{2}")
 
@@ -30,30 +46,148 @@ def _document_day_order(root: ET.Element) -> bool | None:
         return None
 
 
+def _day_order(headers: Iterable[str], root: ET.Element, day_first: bool | None) -> bool | None:
+    """The document's dd/MM (True) or MM/dd (False) order; None if it has no say or none."""
+    if day_first is not None:
+        return day_first
+    dates = list(headers)
+    try:
+        decided = infer_day_first(dates)
+    except ValueError as exc:
+        raise StatementError(f"Flex statement header: {exc}") from None
+    if decided is None and any(_SLASHED_DATE.match(d) for d in dates):
+        decided = _document_day_order(root)
+    return decided
+
+
+def check_structure(
+    container: ET.Element | None, statements: list[ET.Element], day_first: bool | None = None
+) -> None:
+    """Raise :class:`StatementError` unless ``<FlexStatements>`` holds at least one
+    ``<FlexStatement>``, as many as its ``count`` says, each with its header set to dates in
+    one of IB's formats (a date ambiguous for want of ``day_first`` passes)."""
+    if container is None:
+        raise StatementError("incomplete Flex statement: no <FlexStatements>")
+    if not statements:
+        raise StatementError("incomplete Flex statement: no <FlexStatement>")
+    count = container.get("count")
+    if count is not None and count.strip() != str(len(statements)):
+        raise StatementError(
+            f"incomplete Flex statement: count={count!r} but {len(statements)} "
+            "<FlexStatement> elements"
+        )
+    for element in statements:
+        if not all(element.get(name) for name in ("accountId", "fromDate", "toDate")):
+            raise StatementError(
+                "incomplete Flex statement: a <FlexStatement> lacks accountId, fromDate or toDate"
+            )
+    try:
+        for element in statements:
+            for name in ("fromDate", "toDate"):
+                with contextlib.suppress(AmbiguousDateError):
+                    parse_ib_date(element.get(name, ""), day_first=day_first)
+    except ValueError as exc:
+        reason = str(exc)
+    else:
+        return
+    raise StatementError(f"Flex statement header: {reason}")
+
+
+class AccountStatement:
+    """One ``<FlexStatement>``: one account's part of a report (or one day's, for a query
+    broken out by day).
+
+    Attributes:
+        account_id: ``accountId``.
+        period: ``period`` as IB wrote it (``"LastBusinessDay"``, ``"YearToDate"``, or ``""``).
+        element: the ``<FlexStatement>`` element itself.
+    """
+
+    __slots__ = ("_day_first", "account_id", "element", "period")
+
+    def __init__(self, element: ET.Element, day_first: bool | None) -> None:
+        self.element = element
+        self.account_id = element.get("accountId", "")
+        self.period = element.get("period", "")
+        self._day_first = day_first
+
+    def _date(self, name: str) -> date:
+        text = self.element.get(name, "")
+        try:
+            return parse_ib_date(text, day_first=self._day_first)
+        except AmbiguousDateError as exc:
+            reason = f"{exc}; nothing in the document decides, construct with day_first"
+        raise StatementError(reason)
+
+    @property
+    def from_date(self) -> date:
+        """``fromDate``: the first day this part covers."""
+        return self._date("fromDate")
+
+    @property
+    def to_date(self) -> date:
+        """``toDate``: the last day this part covers."""
+        return self._date("toDate")
+
+    @property
+    def when_generated(self) -> datetime:
+        """``whenGenerated``: when IB generated it (aware if IB named a zone)."""
+        text = self.element.get("whenGenerated", "")
+        try:
+            return parse_ib_datetime(text, day_first=self._day_first)
+        except ValueError as exc:
+            reason = str(exc)
+        raise StatementError(f"whenGenerated of account {self.account_id}: {reason}")
+
+    def iter(self, tag: str) -> Iterator[ET.Element]:
+        """Every element named ``tag`` in this account's part, in document order."""
+        return self.element.iter(tag)
+
+    def rows(self, tag: str, model: type[T]) -> Iterator[T]:
+        """Every ``tag`` row of this account as a ``model`` instance (see
+        :meth:`FlexStatement.rows`)."""
+        reader = RowReader(model, day_first=self._day_first)
+        return cast("Iterator[T]", reader.read_all(self.element.iter(tag)))
+
+    def __repr__(self) -> str:
+        return (
+            f"AccountStatement(account_id={self.account_id!r}, "
+            f"fromDate={self.element.get('fromDate')!r}, toDate={self.element.get('toDate')!r})"
+        )
+
+
 class FlexStatement:
     """A complete, well-formed Flex statement.
 
     ``FlexStatement(xml)`` takes the document as ``bytes`` (preferred: the XML declaration's
-    encoding is honoured) or ``str``, and raises :class:`StatementError` unless it is a
-    ``<FlexQueryResponse>`` holding ``<FlexStatements>`` with at least one ``<FlexStatement>``
-    (as many as its ``count`` says) whose ``accountId``, ``fromDate`` and ``toDate`` are set.
-    DTDs are refused before parsing, so nothing is ever expanded.
+    encoding is honoured, so non-ASCII names survive byte for byte) or ``str``, and raises
+    :class:`StatementError` unless it is a ``<FlexQueryResponse>`` holding ``<FlexStatements>``
+    with at least one ``<FlexStatement>`` (as many as its ``count`` says) whose ``accountId``,
+    ``fromDate`` and ``toDate`` are set. DTDs are refused before parsing, so nothing is ever
+    expanded.
 
     ``day_first`` settles ``03/04/2026``-style dates (``True`` for dd/MM, ``False`` for
-    MM/dd); without it the document decides (see :func:`infer_day_first`).
+    MM/dd); without it the headers decide, and where they are all ambiguous every date in the
+    document does. Only when nothing decides do the dates raise :class:`StatementError`.
 
     Attributes:
         xml: the document exactly as given (same object, unchanged).
-        account_id: the account of the report. For a report of several accounts, the distinct
-            account ids in document order joined by ``","``.
+        account_id: the report's account. For a report of several accounts, the distinct
+            account ids in document order joined by ``","`` (use :attr:`statements` for each).
         from_date: the first day the report covers (the earliest ``fromDate``).
         to_date: the last day the report covers (the latest ``toDate``).
+        statements: one :class:`AccountStatement` per ``<FlexStatement>``, in order.
+        query_name: the query's name (``queryName``).
+        type: ``"AF"`` (activity) or ``"TCF"`` (trade confirmation), as IB wrote it.
     """
 
-    __slots__ = ("_period", "_root", "account_id", "xml")
+    __slots__ = ("_day_first", "_root", "account_id", "query_name", "statements", "type", "xml")
 
     xml: str | bytes
     account_id: str
+    statements: tuple[AccountStatement, ...]
+    query_name: str
+    type: str
 
     def __init__(self, xml: str | bytes, *, day_first: bool | None = None) -> None:
         if not isinstance(xml, (str, bytes)):
@@ -68,6 +202,14 @@ class FlexStatement:
         raise StatementError(f"not a Flex statement: {reason}")
 
     @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, day_first: bool | None = None
+    ) -> FlexStatement:
+        """Read and check a statement file (the whole document goes into memory; for files too
+        large for that, stream it with :func:`ibkr_flex_client.iter_elements`)."""
+        return cls(Path(path).read_bytes(), day_first=day_first)
+
+    @classmethod
     def _from_root(
         cls, xml: str | bytes, root: ET.Element, day_first: bool | None = None
     ) -> FlexStatement:
@@ -80,53 +222,17 @@ class FlexStatement:
         if root.tag != "FlexQueryResponse":
             raise StatementError(f"not a Flex statement: the root is <{root.tag[:40]}>")
         container = root.find("FlexStatements")
-        if container is None:
-            raise StatementError("incomplete Flex statement: no <FlexStatements>")
-        statements = container.findall("FlexStatement")
-        if not statements:
-            raise StatementError("incomplete Flex statement: no <FlexStatement>")
-        count = container.get("count")
-        if count is not None and count.strip() != str(len(statements)):
-            raise StatementError(
-                f"incomplete Flex statement: count={count!r} but {len(statements)} "
-                "<FlexStatement> elements"
-            )
-        headers = [(s.get("accountId"), s.get("fromDate"), s.get("toDate")) for s in statements]
-        if not all(account and start and end for account, start, end in headers):
-            raise StatementError(
-                "incomplete Flex statement: a <FlexStatement> lacks accountId, fromDate or toDate"
-            )
+        elements = container.findall("FlexStatement") if container is not None else []
+        header_dates = [e.get(name, "") for e in elements for name in ("fromDate", "toDate")]
+        self._day_first = _day_order(header_dates, root, day_first)
+        # Ambiguous dates pass: a valid statement all the same; from_date explains when asked.
+        check_structure(container, elements, self._day_first)
         self.xml = xml
         self._root = root
-        self.account_id = ",".join(dict.fromkeys(a or "" for a, _, _ in headers))
-        self._period = self._header_period(
-            [d for _, start, end in headers for d in (start or "", end or "")], day_first
-        )
-
-    def _header_period(
-        self, header_dates: list[str], day_first: bool | None
-    ) -> tuple[date, date] | str:
-        """The report's first and last day, or why they cannot be told apart (dd/MM vs MM/dd).
-
-        Without a ``day_first`` setting, the order of slashed dates comes from the headers, and
-        when they are all ambiguous (every day 12 or less) from every date in the document.
-        """
-        try:
-            if day_first is None:
-                day_first = infer_day_first(header_dates)
-            if day_first is None and any(_SLASHED_DATE.match(d) for d in header_dates):
-                day_first = _document_day_order(self._root)
-            days = [parse_ib_date(d, day_first=day_first) for d in header_dates]
-        except AmbiguousDateError as exc:
-            return (
-                f"{exc}; nothing in the document tells day and month apart, so pass "
-                "day_first=True (dd/MM) or day_first=False (MM/dd)"
-            )
-        except ValueError as exc:
-            reason = str(exc)
-        else:
-            return min(days[0::2]), max(days[1::2])
-        raise StatementError(f"Flex statement header: {reason}")
+        self.statements = tuple(AccountStatement(e, self._day_first) for e in elements)
+        self.account_id = ",".join(dict.fromkeys(s.account_id for s in self.statements))
+        self.query_name = root.get("queryName", "")
+        self.type = root.get("type", "")
 
     @property
     def from_date(self) -> date:
@@ -135,17 +241,18 @@ class FlexStatement:
         Raises :class:`StatementError` only for ``dd/MM``-or-``MM/dd`` dates that nothing in
         the document disambiguates; construct with ``day_first`` then.
         """
-        return self._period_or_raise()[0]
+        return min(s.from_date for s in self.statements)
 
     @property
     def to_date(self) -> date:
         """The last day the report covers (the latest ``toDate``)."""
-        return self._period_or_raise()[1]
+        return max(s.to_date for s in self.statements)
 
-    def _period_or_raise(self) -> tuple[date, date]:
-        if isinstance(self._period, str):
-            raise StatementError(self._period)
-        return self._period
+    @property
+    def day_first(self) -> bool | None:
+        """How slashed dates read in this document: True dd/MM, False MM/dd, None undecided
+        (or no slashed dates)."""
+        return self._day_first
 
     def iter(self, tag: str) -> Iterator[ET.Element]:
         """Yield every element named ``tag`` anywhere in the report, in document order.
@@ -155,8 +262,28 @@ class FlexStatement:
         """
         return self._root.iter(tag)
 
+    def rows(self, tag: str, model: builtins.type[T]) -> Iterator[T]:
+        """Every ``tag`` row of the report as an instance of ``model``, in document order.
+
+        ``model`` is a dataclass or a pydantic model. Each field takes the attribute of its
+        name (``tradeDate``, or ``trade_date`` for snake_case; ``metadata={"ib": ...}`` or a
+        pydantic alias to name one), converted by its annotation: ``str``, ``int``,
+        ``float``, ``Decimal``, ``date``, ``datetime``, ``bool`` (Y/N, Yes/No, true/false),
+        an ``Enum`` (by value, then by name), or ``X | None`` of one, where IB's empty
+        markers (``""``, ``-``, ``--``, ``N/A``; ``MULTI`` for dates) become ``None``.
+        Thousands separators are understood. Attributes the model does not name are ignored.
+
+        Raises:
+            TypeError: at once, for a model or field type it cannot fill.
+            RowError: (a :class:`StatementError`) for a row with a required field missing or a
+                value that does not convert, naming the tag, the attribute and the value.
+        """
+        reader = RowReader(model, day_first=self._day_first)
+        return cast("Iterator[T]", reader.read_all(self._root.iter(tag)))
+
     def __repr__(self) -> str:
-        return (
-            f"FlexStatement(account_id={self.account_id!r}, from_date={self.from_date}, "
-            f"to_date={self.to_date}, size={len(self.xml)})"
-        )
+        try:
+            period = f"from_date={self.from_date}, to_date={self.to_date}"
+        except StatementError:  # ambiguous dates: a repr must not raise
+            period = "from_date=?, to_date=?"
+        return f"FlexStatement(account_id={self.account_id!r}, {period}, size={len(self.xml)})"
