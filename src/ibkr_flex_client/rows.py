@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 import types
 import typing
@@ -142,10 +143,15 @@ def _converter(annotation: object, day_first: bool | None) -> Callable[[str], An
         return _to_float
     if annotation is Decimal:
         return _to_decimal
+    # Dates repeat all through a statement (one trade date, many trades): remember them.
     if annotation is datetime:  # before date: datetime is a date
-        return lambda text: parse_ib_datetime(text, day_first=day_first)
+        return functools.lru_cache(maxsize=4096)(
+            lambda text: parse_ib_datetime(text, day_first=day_first)
+        )
     if annotation is date:
-        return lambda text: parse_ib_date(text, day_first=day_first)
+        return functools.lru_cache(maxsize=4096)(
+            lambda text: parse_ib_date(text, day_first=day_first)
+        )
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return _to_enum(annotation)
     raise TypeError(
