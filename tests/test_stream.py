@@ -198,3 +198,13 @@ async def test_unwritable_target_is_a_save_error(
         locked.mkdir(mode=0o500)
         with pytest.raises(SaveError):
             await make_client().download(locked / "r.xml")
+
+
+def test_a_dtd_behind_a_long_comment_is_still_found() -> None:
+    comment = b"<!-- <FlexQueryResponse> " + b"x" * 200_000 + b" -->"
+    hostile = comment + b'<!DOCTYPE r [<!ENTITY x "y">]><FlexQueryResponse>&x;</FlexQueryResponse>'
+    with pytest.raises(StatementError, match="DTD"):
+        next(iter_elements(io.BytesIO(hostile), "Trade"))
+    endless = b"<!--" + b"x" * (2 * 1024 * 1024)
+    with pytest.raises(StatementError, match="no root element"):
+        next(iter_elements(io.BytesIO(endless), "Trade"))

@@ -12,7 +12,7 @@ import codecs
 import re
 import xml.etree.ElementTree as ET
 
-__all__ = ["XmlRejectedError", "check_prolog", "parse_xml", "root_name"]
+__all__ = ["XmlRejectedError", "check_prolog", "parse_xml", "prolog_read", "root_name"]
 
 # Byte-order marks of the wide encodings; UTF-8 (with or without BOM) and the one-byte
 # encodings IB uses (ISO-8859-1) can be scanned as bytes.
@@ -72,6 +72,11 @@ def check_prolog(data: bytes | str) -> None:
             raise XmlRejectedError("a document type declaration (DTD) is not allowed")
         if verdict == "root" or limit is None or len(data) <= limit:
             return
+
+
+def prolog_read(data: bytes) -> bool:
+    """True once ``data`` (a document's start) reaches the root element or a DTD."""
+    return _scan_prolog(_as_text(data, None))[0] != "open"
 
 
 _NAME_END = re.compile(r"[\s/>]")

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import IO, TypeVar, cast
 
-from ._xml import XmlRejectedError, check_prolog
+from ._xml import XmlRejectedError, check_prolog, prolog_read
 from .dates import infer_day_first
 from .errors import StatementError
 from .rows import RowReader
@@ -39,11 +39,13 @@ def _chunks(source: Source) -> Iterator[bytes]:
             else source
         )
         head = b""
-        while len(head) < MAX_PROLOG:
+        while True:
             chunk = file.read(CHUNK)
             head += chunk
-            if not chunk or b"<F" in head or b"<f" in head:
+            if not chunk or prolog_read(head):
                 break
+            if len(head) >= MAX_PROLOG:
+                raise StatementError("not a Flex statement: no root element in the first MiB")
         try:
             check_prolog(head)
         except XmlRejectedError as exc:
