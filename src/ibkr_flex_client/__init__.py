@@ -8,7 +8,7 @@
 """
 
 from ._version import __version__
-from .client import FlexClient
+from .client import FlexClient, fetch_statement
 from .dates import parse_ib_date, parse_ib_datetime
 from .errors import (
     FlexError,
@@ -54,6 +54,7 @@ __all__ = [
     "UnknownCodeError",
     "UnsafeUrlError",
     "__version__",
+    "fetch_statement",
     "iter_elements",
     "iter_rows",
     "parse_ib_date",

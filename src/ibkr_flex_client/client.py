@@ -8,13 +8,11 @@ an exception carrying a URL, which would hold the token).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
 import re
 import socket
-import tempfile
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ._clock import SYSTEM_CLOCK, Clock, busy
+from ._files import discard, new_temp, replace
 from ._xml import root_name
 from .dates import parse_ib_date
 from .errors import FlexError, LockedOutError, SaveError, StatementError, Step
@@ -34,7 +33,7 @@ from .retry import attempt_limit
 from .statement import FlexStatement
 from .stream import check_statement_file
 
-__all__ = ["FlexClient"]
+__all__ = ["FlexClient", "fetch_statement"]
 
 logger = logging.getLogger("ibkr_flex_client")
 
@@ -146,6 +145,8 @@ class FlexClient:
             (``"myapp/2.1 ibkr-flex-client/0.1.0 Python/3.12"``).
         base_url: replaces ``https://ndcdyn.interactivebrokers.com`` (a proxy, or a local
             simulator in tests). Plain http is accepted only on loopback.
+        day_first: how the query writes slashed dates, for the statement: ``True`` for
+            dd/MM, ``False`` for MM/dd; by default the document decides.
         clock: what the client sleeps on; tests pass ``testing.FakeClock`` to skip real waits.
     """
 
@@ -162,6 +163,7 @@ class FlexClient:
         timeout: float = 30.0,
         user_agent: str | None = None,
         base_url: str = DEFAULT_BASE_URL,
+        day_first: bool | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(token, str) or not token:
@@ -178,6 +180,8 @@ class FlexClient:
         start, end = _check_dates(from_date, to_date)
         if period is not None:
             _check_period(period, has_dates=start is not None)
+        if day_first is not None and not isinstance(day_first, bool):
+            raise ValueError(f"day_first must be True, False or None, got {day_first!r}")
         if user_agent is not None and (
             not isinstance(user_agent, str) or not user_agent.isprintable()
         ):
@@ -191,6 +195,7 @@ class FlexClient:
             from_date=start,
             to_date=end,
             period=period,
+            day_first=day_first,
         )
         self._timeout = _check_positive("timeout", timeout)
         self._headers = {"User-Agent": _user_agent_header(user_agent or None)}
@@ -275,23 +280,14 @@ class FlexClient:
         a file that cannot be written raises :class:`SaveError`.
         """
         target = Path(path)
+        temp = new_temp(target)
         try:
-            handle, temp_name = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-            )
-        except OSError as exc:
-            reason = f"{exc.strerror or exc} in {str(target.parent)!r}"
-        else:
-            os.close(handle)
-            temp = Path(temp_name)
-            try:
-                result = await self._with_session(session, on_event, temp)
-                assert isinstance(result, Saved)  # noqa: S101 - the flow's contract
-                _replace(temp, target)
-            finally:
-                _discard(temp)
-            return target
-        raise SaveError(f"cannot save the statement: {reason}")
+            result = await self._with_session(session, on_event, temp)
+            assert isinstance(result, Saved)  # noqa: S101 - the flow's contract
+            replace(temp, target)
+        finally:
+            discard(temp)
+        return target
 
     async def _with_session(
         self,
@@ -438,21 +434,6 @@ async def _stream_to_file(response: aiohttp.ClientResponse, path: Path) -> tuple
     raise SaveError(f"cannot save the statement: {reason}")
 
 
-def _replace(temp: Path, target: Path) -> None:
-    try:
-        temp.replace(target)  # atomic on one file system: the temp file sits beside target
-    except OSError as exc:
-        reason = f"{exc.strerror or exc} renaming to {str(target)!r}"
-    else:
-        return
-    raise SaveError(f"cannot save the statement: {reason}")
-
-
-def _discard(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
 class _Progress:
     """One fetch's events: numbered per step, timed from the start, logged and handed on."""
 
@@ -520,3 +501,54 @@ def _connect_trouble(exc: aiohttp.ClientConnectorError) -> Trouble:
         return Trouble(f"DNS lookup failed for {exc.host}")
     reason = exc.os_error.strerror or type(exc.os_error).__name__
     return Trouble(f"cannot connect to {host}: {reason}")
+
+
+def fetch_statement(
+    *,
+    token: str,
+    query_id: str | int,
+    max_retries: int = 10,
+    backoff_base: float = 10.0,
+    from_date: date | str | None = None,
+    to_date: date | str | None = None,
+    period: int | None = None,
+    timeout: float = 30.0,
+    user_agent: str | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    day_first: bool | None = None,
+    on_event: ProgressCallback | None = None,
+) -> FlexStatement:
+    """Fetch a statement, blocking until it arrives: for scripts that are not async.
+
+    >>> statement = fetch_statement(token="…", query_id="123456")   # doctest: +SKIP
+
+    Takes :class:`FlexClient`'s options and ``fetch()``'s ``on_event``, and raises what they
+    raise. Calls in several threads at once share the token's pacer.
+
+    Raises:
+        RuntimeError: when called inside a running event loop, where blocking would stall
+            it: there, ``await FlexClient(...).fetch()`` instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "fetch_statement() blocks, so it cannot run inside a running event loop; "
+            "use `await FlexClient(token=..., query_id=...).fetch()` there instead"
+        )
+    client = FlexClient(
+        token=token,
+        query_id=query_id,
+        max_retries=max_retries,
+        backoff_base=backoff_base,
+        from_date=from_date,
+        to_date=to_date,
+        period=period,
+        timeout=timeout,
+        user_agent=user_agent,
+        base_url=base_url,
+        day_first=day_first,
+    )
+    return asyncio.run(client.fetch(on_event=on_event))

@@ -52,6 +52,7 @@ class FetchSettings:
     from_date: date | None = None
     to_date: date | None = None
     period: int | None = None
+    day_first: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,7 +172,7 @@ def _poll(
             if not isinstance(read, ET.Element):
                 result = read
             else:
-                checked = _statement(outcome, read)
+                checked = _statement(outcome, read, settings.day_first)
                 if isinstance(checked, FlexStatement):
                     return checked
                 result = checked
@@ -220,11 +221,11 @@ def _expect_outcome(outcome: Outcome | None) -> Outcome:
     return outcome
 
 
-def _statement(outcome: Reply, root: ET.Element) -> FlexStatement | Trouble:
+def _statement(outcome: Reply, root: ET.Element, day_first: bool | None) -> FlexStatement | Trouble:
     """The checked statement, or Trouble when the document is incomplete (retry it)."""
     body = outcome.body
     try:
-        return FlexStatement._from_root(body, root)
+        return FlexStatement._from_root(body, root, day_first)
     except FlexError as exc:
         reason = str(exc)
     return Trouble(f"a statement that is {reason}")

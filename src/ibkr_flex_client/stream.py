@@ -19,7 +19,7 @@ from .errors import StatementError
 from .rows import RowReader
 from .statement import check_structure
 
-__all__ = ["check_statement_file", "iter_elements", "iter_rows"]
+__all__ = ["check_statement_file", "iter_elements", "iter_rows", "walk"]
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class _Pruner:
 
     __slots__ = ("headers", "inside", "root_seen", "stack", "tag")
 
-    def __init__(self, tag: str, headers: list[ET.Element] | None) -> None:
+    def __init__(self, tag: str | None, headers: list[ET.Element] | None) -> None:
         self.tag = tag
         self.headers = headers
         self.stack: list[ET.Element] = []
@@ -82,28 +82,27 @@ class _Pruner:
             if element.tag != "FlexQueryResponse":
                 raise StatementError(f"not a Flex statement: the root is <{element.tag[:40]}>")
         self.stack.append(element)
-        if element.tag == self.tag:
+        if element.tag == self.tag:  # never for tag None: then no subtree is kept
             self.inside += 1
         elif self.headers is not None and element.tag in _HEADERS:
             self.headers.append(element)
 
     def end(self, element: ET.Element) -> bool:
-        """True if ``element`` is wanted; either way it is detached once nothing needs it."""
+        """True if ``element`` is wanted (every one for tag None); either way it is detached
+        once nothing needs it."""
         stack = self.stack
         stack.pop()
-        wanted = element.tag == self.tag
-        if wanted:
+        if self.tag is None:
+            wanted = True
+        elif wanted := element.tag == self.tag:
             self.inside -= 1
         if not self.inside and stack:
             del stack[-1][-1]  # it is its parent's last child, and done with
         return wanted
 
 
-def _walk(
-    source: Source, tag: str, headers: list[ET.Element] | None = None
-) -> Iterator[ET.Element]:
+def _walk(source: Source, pruner: _Pruner) -> Iterator[ET.Element]:
     parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
-    pruner = _Pruner(tag, headers)
     start, end = pruner.start, pruner.end
     problem = ""
     try:
@@ -132,7 +131,7 @@ def iter_elements(source: Source, tag: str) -> Iterator[ET.Element]:
     turns out truncated or malformed raises :class:`StatementError` where the reader reaches
     the fault (after the rows before it); a DTD is refused before anything is read.
     """
-    return _walk(source, tag)
+    return _walk(source, _Pruner(tag, None))
 
 
 def iter_rows(
@@ -146,7 +145,7 @@ def iter_rows(
     """
     headers: list[ET.Element] = []
     reader: RowReader | None = None
-    for element in _walk(source, tag, headers):
+    for element in _walk(source, _Pruner(tag, headers)):
         if reader is None:
             order = day_first
             if order is None:
@@ -173,7 +172,7 @@ def check_statement_file(source: Source) -> None:
     a complete, well-formed Flex statement (what :class:`FlexStatement` checks), in flat
     memory."""
     headers: list[ET.Element] = []
-    for _ in _walk(source, "", headers):  # no element is named "": nothing is kept
+    for _ in _walk(source, _Pruner(None, headers)):  # every element, none kept
         pass
     containers = [h for h in headers if h.tag == "FlexStatements"]
     statements = [h for h in headers if h.tag == "FlexStatement"]
@@ -182,3 +181,13 @@ def check_statement_file(source: Source) -> None:
     except ValueError:
         order = None  # contradictory headers: each date is still checked on its own
     check_structure(containers[0] if containers else None, statements, order)
+
+
+def walk(source: Source) -> Iterator[tuple[int, str | None, ET.Element]]:
+    """Every element of a statement file as ``(depth, parent tag, element)`` when it ends
+    (the root is depth 0, parent None), in flat memory: an element's children are gone by
+    the time it is yielded."""
+    pruner = _Pruner(None, None)
+    stack = pruner.stack
+    for element in _walk(source, pruner):
+        yield len(stack), (stack[-1].tag if stack else None), element

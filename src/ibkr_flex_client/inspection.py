@@ -1,0 +1,289 @@
+"""Looking into statement files without writing code: what is in them, their rows as CSV or
+JSON lines, and model classes inferred from their values. All of it streams."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import keyword
+import os
+import re
+from typing import IO, Literal
+
+from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
+from .rows import EMPTY_MARKERS
+from .stream import Source, iter_elements, walk
+
+__all__ = ["AccountSummary", "Summary", "TagSummary", "export_rows", "infer_model", "summarize"]
+
+# Depths in a statement: FlexQueryResponse 0, FlexStatements 1, FlexStatement 2, sections 3.
+_STATEMENT_DEPTH = 2
+
+
+@dataclasses.dataclass(slots=True)
+class TagSummary:
+    """One tag of a statement: how many elements, and every attribute name seen."""
+
+    tag: str
+    depth: int  # 3 for a section, 4 for its rows, more below
+    rows: int = 0
+    attributes: dict[str, None] = dataclasses.field(default_factory=dict)  # ordered set
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """One ``<FlexStatement>``'s header, as IB wrote it."""
+
+    account_id: str
+    from_date: str
+    to_date: str
+    period: str
+    when_generated: str
+
+
+@dataclasses.dataclass(slots=True)
+class Summary:
+    """What :func:`summarize` found in a statement file."""
+
+    query_name: str = ""
+    type: str = ""
+    accounts: list[AccountSummary] = dataclasses.field(default_factory=list)
+    tags: dict[str, TagSummary] = dataclasses.field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "query_name": self.query_name,
+            "type": self.type,
+            "accounts": [dataclasses.asdict(a) for a in self.accounts],
+            "tags": [
+                {
+                    "tag": t.tag,
+                    "depth": t.depth,
+                    "rows": t.rows,
+                    "attributes": list(t.attributes),
+                }
+                for t in self.tags.values()
+            ],
+        }
+
+
+def summarize(source: Source) -> Summary:
+    """Every tag below the statements (sections and rows) with its count and attribute names,
+    the accounts with their periods, the query's name and type. One streaming pass."""
+    summary = Summary()
+    tags = summary.tags
+    for depth, parent, element in walk(source):
+        if depth > _STATEMENT_DEPTH:
+            found = tags.get(element.tag)
+            if found is None:
+                # Elements are seen when they end, a section after its rows: list the
+                # section first, then its rows, in the order they appear.
+                if depth > _STATEMENT_DEPTH + 1 and parent is not None and parent not in tags:
+                    tags[parent] = TagSummary(parent, depth - 1)
+                found = tags[element.tag] = TagSummary(element.tag, depth)
+            found.rows += 1
+            found.attributes.update(dict.fromkeys(element.attrib))
+        elif depth == _STATEMENT_DEPTH and element.tag == "FlexStatement":
+            get = element.get
+            summary.accounts.append(
+                AccountSummary(
+                    get("accountId", ""),
+                    get("fromDate", ""),
+                    get("toDate", ""),
+                    get("period", ""),
+                    get("whenGenerated", ""),
+                )
+            )
+        elif depth == 0:
+            summary.query_name = element.get("queryName", "")
+            summary.type = element.get("type", "")
+    return summary
+
+
+def export_rows(
+    path: str | os.PathLike[str], tag: str, out: IO[str], output_format: Literal["csv", "jsonl"]
+) -> int:
+    """Write every ``tag`` row to ``out``, one column per attribute seen on any of them (in
+    first-seen order; empty where a row lacks it). CSV reads the file twice (once for the
+    columns), JSON lines once; memory stays flat either way. Returns the rows written."""
+    if output_format == "jsonl":
+        count = 0
+        for count, element in enumerate(iter_elements(path, tag), start=1):  # noqa: B007
+            out.write(json.dumps(element.attrib, ensure_ascii=False) + "\n")
+        return count
+    columns: dict[str, None] = {}
+    for element in iter_elements(path, tag):
+        columns.update(dict.fromkeys(element.attrib))
+    writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for count, element in enumerate(iter_elements(path, tag), start=1):  # noqa: B007
+        writer.writerow(element.attrib)
+    return count
+
+
+# --- model inference ---------------------------------------------------------------------
+
+_INT = re.compile(r"[+-]?(0|[1-9]\d{0,2}(,\d{3})+|[1-9]\d*)")
+_DECIMAL = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)?\.\d+([eE][+-]?\d+)?|[+-]?\d+[eE][+-]?\d+")
+_BOOLS = frozenset({"y", "n", "yes", "no", "true", "false"})
+# In order of preference. Dates come before numbers: 20260302 is a date, not an int.
+_KINDS = ("bool", "date", "datetime", "int", "Decimal", "str")
+# Whole numbers are int only in identifier columns: a quantity or an amount that is whole in
+# this file may be fractional in the next one, and would then fail to convert.
+_IDENTIFIER = re.compile(r".*(ID|Id|id)$|conid|.*Conid|multiplier")
+
+
+@dataclasses.dataclass(slots=True)
+class _Column:
+    """What the values of one attribute could all be."""
+
+    possible: set[str] = dataclasses.field(default_factory=lambda: set(_KINDS))
+    optional: bool = False
+    seen: int = 0
+
+
+def _fits(kinds: set[str], text: str, day_first: bool | None) -> set[str]:
+    fits = {"str"}
+    if "bool" in kinds and text.lower() in _BOOLS:
+        fits.add("bool")
+    if "int" in kinds and _INT.fullmatch(text):
+        fits.add("int")
+    if "Decimal" in kinds and (_DECIMAL.fullmatch(text) or _INT.fullmatch(text)):
+        fits.add("Decimal")
+    if "date" in kinds:
+        try:
+            parse_ib_date(text, day_first=day_first)
+        except AmbiguousDateError:
+            fits.add("date")
+        except ValueError:
+            pass
+        else:
+            fits.add("date")
+    if "datetime" in kinds:
+        try:
+            parse_ib_datetime(text, day_first=day_first)
+        except AmbiguousDateError:
+            fits.add("datetime")
+        except ValueError:
+            pass
+        else:
+            fits.add("datetime")
+    return fits
+
+
+def snake_case(name: str) -> str:
+    """``tradeDate`` -> ``trade_date``, ``securityID`` -> ``security_id``, ``isAPIOrder`` ->
+    ``is_api_order``: the names :meth:`FlexStatement.rows` maps back to IB's attributes."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return re.sub(r"\W", "_", spaced).lower()
+
+
+def _class_name(tag: str) -> str:
+    name = re.sub(r"\W", "", tag[:1].upper() + tag[1:])
+    return name if name.isidentifier() and not keyword.iskeyword(name) else f"Row{name}"
+
+
+def infer_model(
+    source: Source, tag: str, style: Literal["dataclass", "pydantic"] = "dataclass"
+) -> str:
+    """Python source for a model of ``tag``'s rows, each field typed from every value in the
+    file: ``bool``, ``int``, ``Decimal``, ``date``, ``datetime``, else ``str``; ``| None``
+    where values are empty or missing. Ready for :meth:`FlexStatement.rows`."""
+    columns: dict[str, _Column] = {}
+    headers: list[str] = []
+    rows = 0
+    for depth, _, element in walk(source):
+        if depth == _STATEMENT_DEPTH and element.tag == "FlexStatement":
+            headers += [element.get("fromDate", ""), element.get("toDate", "")]
+        if element.tag != tag or depth <= _STATEMENT_DEPTH:
+            continue
+        rows += 1
+        for name, value in element.attrib.items():
+            column = columns.setdefault(name, _Column(optional=rows > 1))
+            column.seen += 1
+            text = value.strip()
+            if text in EMPTY_MARKERS or text == "MULTI":
+                column.optional = True
+                continue
+            column.possible &= _fits(column.possible, text, _day_first(headers))
+    if rows == 0:
+        raise ValueError(f"no <{tag}> rows in the file")
+    for column in columns.values():
+        if column.seen < rows:
+            column.optional = True  # some rows lack the attribute
+    return _render(tag, columns, style, rows)
+
+
+def _day_first(headers: list[str]) -> bool | None:
+    try:
+        return infer_day_first(headers)
+    except ValueError:
+        return None
+
+
+def _type_of(attribute: str, column: _Column) -> str:
+    never_seen = column.possible == set(_KINDS)  # every value was empty
+    kind = "str" if never_seen else next(k for k in _KINDS if k in column.possible)
+    if kind == "int" and not _IDENTIFIER.fullmatch(attribute):
+        kind = "Decimal"
+    return f"{kind} | None" if column.optional else kind
+
+
+def _render(
+    tag: str, columns: dict[str, _Column], style: Literal["dataclass", "pydantic"], rows: int
+) -> str:
+    folded = [a.replace("_", "").lower() for a in columns]
+    fields: list[Field] = []
+    used: set[str] = set()
+    for attribute, column in columns.items():
+        name = snake_case(attribute)
+        if not name.isidentifier():
+            name = f"f_{name}"
+        while keyword.iskeyword(name) or name in used:
+            name += "_"
+        used.add(name)
+        # Name the attribute explicitly where the field's name would not find it back.
+        key = attribute.replace("_", "").lower()
+        explicit = name.replace("_", "").lower() != key or folded.count(key) > 1
+        fields.append((name, _type_of(attribute, column), attribute, explicit, column.optional))
+    return "\n".join(_header(tag, fields, style, rows) + _body(fields, style)) + "\n"
+
+
+Field = tuple[str, str, str, bool, bool]  # name, type, attribute, explicit, optional
+
+
+def _header(tag: str, fields: list[Field], style: str, rows: int) -> list[str]:
+    kinds = {kind.split(" | ")[0] for _, kind, _, _, _ in fields}
+    any_explicit = any(explicit for *_, explicit, _ in fields)
+    lines = ["from __future__ import annotations", ""]
+    if style == "dataclass":
+        lines.append("from dataclasses import dataclass" + (", field" if any_explicit else ""))
+    if dated := sorted(kinds & {"date", "datetime"}):
+        lines.append(f"from datetime import {', '.join(dated)}")
+    if "Decimal" in kinds:
+        lines.append("from decimal import Decimal")
+    if style == "pydantic":
+        if len(lines) > 2:
+            lines.append("")
+        lines.append("from pydantic import BaseModel" + (", Field" if any_explicit else ""))
+        lines += ["", "", f"class {_class_name(tag)}(BaseModel):"]
+    else:
+        lines += ["", "", "@dataclass(frozen=True, slots=True)", f"class {_class_name(tag)}:"]
+    lines += [f'    """<{tag}> rows, typed from the {rows} in one statement file."""', ""]
+    return lines
+
+
+def _body(fields: list[Field], style: str) -> list[str]:
+    lines = []
+    for name, kind, attribute, explicit, optional in fields:
+        if style == "pydantic":
+            if explicit:
+                value = f" = Field({'None, ' if optional else ''}alias={attribute!r})"
+            else:
+                value = " = None" if optional else ""
+        else:
+            value = f" = field(metadata={{'ib': {attribute!r}}})" if explicit else ""
+        lines.append(f"    {name}: {kind}{value}")
+    return lines
