@@ -233,6 +233,7 @@ async def _fetch(args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
         "period": args.period,
         "timeout": args.timeout,
         "max_retries": args.max_retries,
+        "backoff_base": args.backoff_base,
     }
     if args.base_url:
         options["base_url"] = args.base_url
@@ -414,6 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("--timeout", type=float, default=30.0, metavar="S", help="default: 30")
     fetch.add_argument("--max-retries", type=int, default=10, metavar="N", help="default: 10")
+    fetch.add_argument("--backoff-base", type=float, default=10.0, metavar="S", help="default: 10")
     fetch.add_argument("--base-url", metavar="URL", help="a proxy, or a simulator in tests")
 
     inspect = command(
