@@ -125,28 +125,25 @@ def test_a_failed_fetch_leaves_the_existing_file_alone(
     )
 
 
+Arrange = Callable[[FlexSimulator, str, str], None]
+
+
 @pytest.mark.parametrize(
     ("arrange", "status", "says"),
     [
-        (lambda s, t: s.token_codes.__setitem__(t, 1012), 3, "1012"),
-        (lambda s, t: s.token_codes.__setitem__(t, 1025), 5, "1025"),
-        (lambda s, t: s.fail("q", Fault.ib_code(1009), times=2), 75, "gave up"),
-        (lambda s, t: s.fail("q", Fault.foreign_url()), 6, "not sent there"),
-        (lambda s, t: s.fail("q", Fault.ib_code(1099)), 6, "1099"),
+        (lambda sim, token, query: sim.token_codes.__setitem__(token, 1012), 3, "1012"),
+        (lambda sim, token, query: sim.token_codes.__setitem__(token, 1025), 5, "1025"),
+        (lambda sim, token, query: sim.fail(query, Fault.ib_code(1009), times=2), 75, "gave up"),
+        (lambda sim, token, query: sim.fail(query, Fault.foreign_url()), 6, "not sent there"),
+        (lambda sim, token, query: sim.fail(query, Fault.ib_code(1099)), 6, "1099"),
     ],
     ids=["token", "locked-out", "temporary", "unsafe-url", "unknown-code"],
 )
 def test_each_error_class_has_its_exit_status(
-    service: FlexSimulator, token: str, arrange: object, status: int, says: str
+    service: FlexSimulator, token: str, arrange: Arrange, status: int, says: str
 ) -> None:
-    query = f"q{uuid.uuid4().hex[:8]}"
-    arrange_ = arrange  # the lambdas name the query "q"; give each test its own
-    assert callable(arrange_)
-    service_proxy = types.SimpleNamespace(
-        token_codes=service.token_codes,
-        fail=lambda _q, *f, **k: service.fail(query, *f, **k),
-    )
-    arrange_(service_proxy, token)
+    query = f"q{uuid.uuid4().hex[:8]}"  # faults are per query: each test its own
+    arrange(service, token, query)
     result = fetch(service, token, "-q", query, "--max-retries", "2", "--backoff-base", "0.1")
     assert result.returncode == status, result.stderr
     lines = result.stderr.decode().splitlines()

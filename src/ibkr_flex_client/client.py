@@ -27,7 +27,7 @@ from .errors import FlexError, LockedOutError, SaveError, StatementError, Step
 from .events import EventKind, FetchEvent, ProgressCallback
 from .flow import FetchSettings, Outcome, Result, Wait, fetch_flow, worst_case_seconds
 from .pacing import pacer_for
-from .protocol import DEFAULT_BASE_URL, HttpRequest, Reply, Saved, Trouble, redact
+from .protocol import DEFAULT_BASE_URL, THROTTLED, HttpRequest, Reply, Saved, Trouble, redact
 from .protocol import user_agent as _user_agent_header
 from .retry import attempt_limit
 from .statement import FlexStatement
@@ -41,7 +41,6 @@ logger = logging.getLogger("ibkr_flex_client")
 MAX_RANGE_DAYS = 365
 _COMPACT_DATE = re.compile(r"\d{8}")
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-THROTTLED = 1018  # "too many requests": the token's 1/s or 10/min limit was hit
 CHUNK = 64 * 1024
 HEAD = 4096  # enough of a body to find its root element
 MAX_ENVELOPE = 8 * 1024 * 1024  # a non-statement answer larger than this is not IB's
@@ -97,9 +96,9 @@ def _check_base_url(base_url: object) -> str:
         raise ValueError(f"base_url must be a URL string, got {base_url!r}")
     try:
         parts = urlsplit(base_url)
-        port = parts.port
+        _ = parts.port  # a port that is not a number raises here
     except ValueError:
-        parts, port = None, None
+        parts = None
     if (
         parts is None
         or parts.scheme not in ("https", "http")
@@ -114,7 +113,6 @@ def _check_base_url(base_url: object) -> str:
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
         # The token travels in the query string: plain http only where it cannot leave this host.
         raise ValueError(f"base_url must use https unless it is on loopback, got {base_url!r}")
-    del port
     return base_url.rstrip("/")
 
 
@@ -339,8 +337,9 @@ class FlexClient:
                     outcome = None
                     continue
 
-                def paced(seconds: float, reason: str, step: Step = action.step) -> None:
-                    code = THROTTLED if "1018" in reason else None
+                def paced(
+                    seconds: float, code: int | None, reason: str, step: Step = action.step
+                ) -> None:
                     progress.emit(EventKind.WAIT, step, wait=seconds, code=code, detail=reason)
 
                 await self._pacer.acquire(on_wait=paced)

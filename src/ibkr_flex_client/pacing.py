@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from ._clock import Clock
 from .errors import LockedOutError
+from .protocol import THROTTLED
 from .retry import MINUTE, PER_MINUTE, SECOND
 
 __all__ = ["SlotSchedule", "TokenPacer", "pacer_for"]
@@ -98,10 +99,13 @@ class TokenPacer:
         """The 1025 error that stopped this token, or ``None``."""
         return self._locked
 
-    async def acquire(self, on_wait: Callable[[float, str], None] | None = None) -> None:
+    async def acquire(
+        self, on_wait: Callable[[float, int | None, str], None] | None = None
+    ) -> None:
         """Wait for this token's next slot. Raises :class:`LockedOutError` after a lock-out.
 
-        ``on_wait(seconds, reason)`` is told of each wait before it starts. If the wait is
+        ``on_wait(seconds, code, reason)`` is told of each wait before it starts; ``code`` is
+        1018 when the wait is a throttle backoff, else None. If the wait is
         cancelled, the slot is given back and nothing else is touched.
         """
         while True:
@@ -112,8 +116,10 @@ class TokenPacer:
             wait = slot[0] - now
             if wait > 0:
                 if on_wait is not None:
-                    blocked = self.schedule.blocked_until >= slot[0]
-                    on_wait(wait, "IB 1018: the token is slowed down" if blocked else "pacing")
+                    if self.schedule.blocked_until >= slot[0]:
+                        on_wait(wait, THROTTLED, f"IB {THROTTLED}: the token is slowed down")
+                    else:
+                        on_wait(wait, None, "pacing")
                 try:
                     await self.sleep(wait)
                 except BaseException:  # cancelled or locked out: the slot goes unused

@@ -21,6 +21,7 @@ from .errors import FlexError, Step, UnsafeUrlError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "THROTTLED",
     "CodeKind",
     "HttpRequest",
     "IbAnswer",
@@ -84,6 +85,10 @@ _CODE_KINDS: Mapping[int, CodeKind] = {
     1025: CodeKind.LOCKED_OUT,  # (observed) too many failed attempts
 }
 # There is no 1002; any code not above is unknown and raised at once with IB's message.
+
+# "Too many requests": the token's 1/s or 10/min limit was hit. The one code every fetch of
+# the token must hear about (see pacing.py).
+THROTTLED = 1018
 
 
 def classify(code: int) -> CodeKind | None:
