@@ -9,6 +9,7 @@ import json
 import keyword
 import os
 import re
+from collections.abc import Callable
 from typing import IO, Literal
 
 from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
@@ -152,25 +153,22 @@ def _fits(kinds: set[str], text: str, day_first: bool | None) -> set[str]:
         fits.add("int")
     if "Decimal" in kinds and (_DECIMAL.fullmatch(text) or _INT.fullmatch(text)):
         fits.add("Decimal")
-    if "date" in kinds:
-        try:
-            parse_ib_date(text, day_first=day_first)
-        except AmbiguousDateError:
-            fits.add("date")
-        except ValueError:
-            pass
-        else:
-            fits.add("date")
-    if "datetime" in kinds:
-        try:
-            parse_ib_datetime(text, day_first=day_first)
-        except AmbiguousDateError:
-            fits.add("datetime")
-        except ValueError:
-            pass
-        else:
-            fits.add("datetime")
+    if "date" in kinds and _parses(parse_ib_date, text, day_first):
+        fits.add("date")
+    if "datetime" in kinds and _parses(parse_ib_datetime, text, day_first):
+        fits.add("datetime")
     return fits
+
+
+def _parses(parse: Callable[..., object], text: str, day_first: bool | None) -> bool:
+    """Whether ``text`` is in the format (an ambiguous dd/MM date still is a date)."""
+    try:
+        parse(text, day_first=day_first)
+    except AmbiguousDateError:
+        return True
+    except ValueError:
+        return False
+    return True
 
 
 def snake_case(name: str) -> str:
