@@ -193,6 +193,9 @@ async def test_unwritable_target_is_a_save_error(
     with pytest.raises(SaveError, match="no-such-dir"):
         await make_client().download(tmp_path / "no-such-dir" / "r.xml")
     assert sim.requests == []  # found before a single request was spent
+    with pytest.raises(SaveError, match="is a directory"):
+        await make_client().download(tmp_path)
+    assert sim.requests == []
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

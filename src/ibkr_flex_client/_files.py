@@ -16,7 +16,10 @@ __all__ = ["atomic_output", "discard", "new_temp", "replace"]
 
 def new_temp(target: Path) -> Path:
     """An empty file beside ``target`` (same file system: the rename is atomic), readable by
-    its owner only; :class:`SaveError` if the directory does not take it."""
+    its owner only; :class:`SaveError` if the directory does not take it, or ``target`` is a
+    directory itself."""
+    if target.is_dir():
+        raise SaveError(f"cannot write {str(target)!r}: it is a directory")
     try:
         handle, name = tempfile.mkstemp(
             dir=target.parent, prefix=f".{target.name}.", suffix=".part"

@@ -278,7 +278,7 @@ class FlexClient:
         a file that cannot be written raises :class:`SaveError`.
         """
         target = Path(path)
-        temp = new_temp(target)
+        temp = new_temp(target)  # a directory that will not take the file fails here, early
         try:
             result = await self._with_session(session, on_event, temp)
             assert isinstance(result, Saved)  # noqa: S101 - the flow's contract
