@@ -49,11 +49,7 @@ def _chunks(source: Source) -> Iterator[bytes]:
         try:
             check_prolog(head)
         except XmlRejectedError as exc:
-            reason = str(exc)
-        else:
-            reason = ""
-        if reason:
-            raise StatementError(f"not a Flex statement: {reason}")
+            raise StatementError(f"not a Flex statement: {exc}") from None
         if not head.strip():
             raise StatementError("not a Flex statement: the file is empty")
         yield head
@@ -158,11 +154,7 @@ def iter_rows(
                 try:
                     order = infer_day_first(dates)
                 except ValueError as exc:
-                    reason = str(exc)
-                else:
-                    reason = ""
-                if reason:
-                    raise StatementError(f"Flex statement header: {reason}")
+                    raise StatementError(f"Flex statement header: {exc}") from None
             reader = RowReader(model, day_first=order)
         yield cast("T", reader.read(element))
 
