@@ -19,7 +19,8 @@ class FakeClock:
     :class:`~ibkr_flex_client.testing.FlexSimulator`: a fetch that backs off for ten minutes
     then takes milliseconds, and the simulator's rate limits and generation times follow the
     same virtual time. Sleepers wake in deadline order. Time jumps only after the event loop
-    has had a moment (``idle`` real seconds) to run everything that is not asleep, and never
+    has run ``settle`` turns and then had ``idle`` real seconds to run everything that is not
+    asleep, and never
     while an HTTP exchange is in flight (the client marks each with :meth:`busy`), so a
     request reaches the simulator at the virtual time it was sent.
 
@@ -29,9 +30,10 @@ class FakeClock:
         slept: every wait asked for, in order, for assertions on the schedule.
     """
 
-    def __init__(self, start: float = 1_000.0, *, idle: float = 0.001) -> None:
+    def __init__(self, start: float = 1_000.0, *, idle: float = 0.001, settle: int = 50) -> None:
         self._now = start
         self._idle = idle
+        self._settle = settle
         self._lock = threading.Lock()
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
@@ -74,7 +76,12 @@ class FakeClock:
 
     async def _jump(self) -> None:
         while self._sleepers:
-            # Real time: let sockets and tasks that are not asleep make progress first.
+            # Let the tasks woken last time run on to their next wait: a sleep, an HTTP
+            # exchange (held busy), or their end. These are loop turns, not real time, so
+            # a loaded machine cannot make the clock jump ahead of them.
+            for _ in range(self._settle):
+                await asyncio.sleep(0)
+            # Real time: let sockets and threads that are not asleep make progress first.
             await asyncio.sleep(self._idle)
             if not self._sleepers:
                 break
