@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import IO, Literal
 
-from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
-from .rows import EMPTY_MARKERS
+from .dates import AmbiguousDateError, parse_ib_date, parse_ib_datetime
+from .rows import EMPTY_DATE_MARKERS
 from .stream import Source, iter_elements, walk
 
 __all__ = ["AccountSummary", "Summary", "TagSummary", "export_rows", "infer_model", "summarize"]
@@ -145,7 +145,9 @@ class _Column:
     seen: int = 0
 
 
-def _fits(kinds: set[str], text: str, day_first: bool | None) -> set[str]:
+def _fits(kinds: set[str], text: str) -> set[str]:
+    """The kinds (of ``kinds``) that ``text`` could be. Dates are tried in either day order:
+    a value is a date if one reading is, and the model's reader settles the order later."""
     fits = {"str"}
     if "bool" in kinds and text.lower() in _BOOLS:
         fits.add("bool")
@@ -153,17 +155,17 @@ def _fits(kinds: set[str], text: str, day_first: bool | None) -> set[str]:
         fits.add("int")
     if "Decimal" in kinds and (_DECIMAL.fullmatch(text) or _INT.fullmatch(text)):
         fits.add("Decimal")
-    if "date" in kinds and _parses(parse_ib_date, text, day_first):
+    if "date" in kinds and _parses(parse_ib_date, text):
         fits.add("date")
-    if "datetime" in kinds and _parses(parse_ib_datetime, text, day_first):
+    if "datetime" in kinds and _parses(parse_ib_datetime, text):
         fits.add("datetime")
     return fits
 
 
-def _parses(parse: Callable[..., object], text: str, day_first: bool | None) -> bool:
+def _parses(parse: Callable[[str], object], text: str) -> bool:
     """Whether ``text`` is in the format (an ambiguous dd/MM date still is a date)."""
     try:
-        parse(text, day_first=day_first)
+        parse(text)
     except AmbiguousDateError:
         return True
     except ValueError:
@@ -190,35 +192,27 @@ def infer_model(
     file: ``bool``, ``int``, ``Decimal``, ``date``, ``datetime``, else ``str``; ``| None``
     where values are empty or missing. Ready for :meth:`FlexStatement.rows`."""
     columns: dict[str, _Column] = {}
-    headers: list[str] = []
     rows = 0
     for depth, _, element in walk(source):
-        if depth == _STATEMENT_DEPTH and element.tag == "FlexStatement":
-            headers += [element.get("fromDate", ""), element.get("toDate", "")]
         if element.tag != tag or depth <= _STATEMENT_DEPTH:
             continue
         rows += 1
         for name, value in element.attrib.items():
-            column = columns.setdefault(name, _Column(optional=rows > 1))
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = _Column()
             column.seen += 1
             text = value.strip()
-            if text in EMPTY_MARKERS or text == "MULTI":
+            if text in EMPTY_DATE_MARKERS:  # the wider set: "MULTI" is no value either
                 column.optional = True
                 continue
-            column.possible &= _fits(column.possible, text, _day_first(headers))
+            column.possible &= _fits(column.possible, text)
     if rows == 0:
         raise ValueError(f"no <{tag}> rows in the file")
     for column in columns.values():
         if column.seen < rows:
             column.optional = True  # some rows lack the attribute
     return _render(tag, columns, style, rows)
-
-
-def _day_first(headers: list[str]) -> bool | None:
-    try:
-        return infer_day_first(headers)
-    except ValueError:
-        return None
 
 
 def _type_of(attribute: str, column: _Column) -> str:

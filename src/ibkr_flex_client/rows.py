@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 from .dates import parse_ib_date, parse_ib_datetime
 from .errors import StatementError
 
-__all__ = ["EMPTY_MARKERS", "RowError", "RowReader"]
+__all__ = ["EMPTY_DATE_MARKERS", "EMPTY_MARKERS", "RowError", "RowReader"]
 
 T = TypeVar("T")
 
 # How IB writes "no value" ("Formats", docs/protocol.md); dates may also say MULTI.
 EMPTY_MARKERS = frozenset({"", "-", "--", "N/A"})
-_EMPTY_DATES = EMPTY_MARKERS | {"MULTI"}
+EMPTY_DATE_MARKERS = EMPTY_MARKERS | {"MULTI"}
 _TRUE = frozenset({"y", "yes", "true", "1"})
 _FALSE = frozenset({"n", "no", "false", "0"})
 _NUMBER = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?")
@@ -171,7 +171,7 @@ def _spec(
         keys=keys,
         convert=_converter(inner, day_first),
         optional=optional,
-        empty=_EMPTY_DATES if is_date else EMPTY_MARKERS,
+        empty=EMPTY_DATE_MARKERS if is_date else EMPTY_MARKERS,
         default=default,
         type_name=getattr(inner, "__name__", repr(inner)),
     )
