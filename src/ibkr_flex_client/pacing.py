@@ -94,11 +94,6 @@ class TokenPacer:
         self._stops: set[asyncio.Future[None]] = set()
         self._mutex = threading.Lock()
 
-    @property
-    def locked_out(self) -> LockedOutError | None:
-        """The 1025 error that stopped this token, or ``None``."""
-        return self._locked
-
     async def acquire(
         self, on_wait: Callable[[float, int | None, str], None] | None = None
     ) -> None:

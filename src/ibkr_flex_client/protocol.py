@@ -242,11 +242,9 @@ _HTML = re.compile(rb"^\s*(<!doctype\s+html|<html)", re.IGNORECASE)
 
 
 def _describe_bad_body(reply: Reply, problem: str) -> Trouble:
-    """Name what came instead of XML: an empty body, an HTML page, or broken XML."""
+    """Name what came instead of XML: an empty body, or broken XML."""
     if not reply.body.strip():
         return Trouble("an empty body", reply.status)
-    if _HTML.match(reply.body[:512]):
-        return Trouble(f"an HTML page instead of XML (HTTP {reply.status})", reply.status)
     return Trouble(f"a body that is not a complete XML document: {problem}", reply.status)
 
 
@@ -260,8 +258,8 @@ def _text(root: ET.Element, *names: str) -> str | None:
 
 def _read_envelope(reply: Reply, step: Step) -> tuple[ET.Element, IbAnswer | None] | Trouble:
     """Parse a ``FlexStatementResponse``-style answer; non-2xx and broken bodies are Trouble."""
-    if _HTML.match(reply.body[:512]):
-        return _describe_bad_body(reply, "HTML")
+    if _HTML.match(reply.body[:512]):  # maintenance and 404 pages, whatever the status
+        return Trouble(f"an HTML page instead of XML (HTTP {reply.status})", reply.status)
     try:
         root = parse_xml(reply.body)
     except XmlRejectedError as exc:

@@ -6,13 +6,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
 
-__all__ = ["DATE_FORMATS", "DateFormat", "build_statement", "default_sections", "format_ib_date"]
+__all__ = ["DATE_FORMATS", "build_statement", "default_sections", "format_ib_date"]
 
-DateFormat = Literal[
-    "yyyyMMdd", "yyyy-MM-dd", "MM/dd/yyyy", "MM/dd/yy", "dd/MM/yyyy", "dd/MM/yy", "dd-MMM-yy"
-]
 # The seven date formats a Flex query can be configured to emit (docs/protocol.md, "Formats").
 DATE_FORMATS: Mapping[str, str] = {
     "yyyyMMdd": "%Y%m%d",

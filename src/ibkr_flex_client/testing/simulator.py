@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
 from aiohttp import web
@@ -543,10 +543,6 @@ class FlexSimulator:
                 user_agent=request.headers.get("User-Agent", ""),
             )
         )
-
-    def tokens_seen(self) -> Iterable[str]:
-        """Fingerprints of every token that reached the simulator."""
-        return dict.fromkeys(r.token_fingerprint for r in self.requests).keys()
 
 
 _TRANSIENT = frozenset({1001, 1004, 1005, 1006, 1007, 1008, 1009, 1021, 1025})
