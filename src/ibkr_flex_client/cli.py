@@ -10,16 +10,19 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO, TextIO
 
 import aiohttp
 
-from ._files import atomic_output
+from ._files import atomic_output, check_target
 from ._version import __version__
 from .client import FlexClient
 from .dates import parse_ib_date
@@ -55,8 +58,10 @@ EXIT_SAVE = 8
 EXIT_NO_INPUT = 66  # sysexits.h EX_NOINPUT
 EXIT_TEMPORARY = 75  # sysexits.h EX_TEMPFAIL: schedulers know to try again later
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
+EXIT_HANGUP = 129  # 128 + SIGHUP: the terminal went away
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C), the shell convention
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+EXIT_TERMINATED = 143  # 128 + SIGTERM: kill, systemd, docker stop, a scheduler's timeout
 
 TOKEN_VARIABLE = "IBKR_FLEX_TOKEN"  # noqa: S105 - the variable's name, not a token
 
@@ -209,7 +214,11 @@ def _targets(queries: list[str], output: str | None) -> list[Path | None]:
             raise _Exit(EXIT_USAGE, "several queries need -o DIR (stdout takes one statement)")
         return [None]
     path = Path(output)
-    if path.is_dir() or output.endswith(("/", os.sep)):
+    try:
+        is_dir = path.is_dir()
+    except OSError:  # a name too long, say: check_target() below explains
+        is_dir = False
+    if is_dir or output.endswith(("/", os.sep)):
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -217,10 +226,14 @@ def _targets(queries: list[str], output: str | None) -> list[Path | None]:
         for query in queries:
             if not _SAFE_NAME.fullmatch(query):
                 raise _Exit(EXIT_USAGE, f"query id {query!r} cannot name a file in {output!r}")
-        return [path / f"{query}.xml" for query in queries]
-    if len(queries) > 1:
+        targets = [path / f"{query}.xml" for query in queries]
+    elif len(queries) > 1:
         raise _Exit(EXIT_USAGE, f"several queries need -o DIR, and {output!r} is a file")
-    return [path]
+    else:
+        targets = [path]
+    for target in targets:  # before the first request: a bad path costs no request
+        check_target(target)
+    return list(targets)
 
 
 async def _fetch(args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
@@ -358,7 +371,9 @@ EXIT_CODES_HELP = """exit codes:
   66   the input file does not exist
   75   temporary failure (throttled, still generating, IB or network down): retry later
   78   no token: set IBKR_FLEX_TOKEN or pass --token-file
-  130  interrupted
+  129  interrupted by SIGHUP (128 + 1, the shell's convention)
+  130  interrupted (Ctrl-C: SIGINT)
+  143  interrupted by SIGTERM (128 + 15)
 """
 
 
@@ -470,6 +485,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, taken as Ctrl-C is: raised where the program stands, so unwinding
+    runs every cleanup (a download's temporary file goes, asyncio cancels the other fetches);
+    the exit status then says which signal it was."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# Signals that stop us politely, each with its exit status: 128 + the signal's number.
+_STOP_SIGNALS: dict[int, int] = {signal.SIGTERM: EXIT_TERMINATED}
+if hasattr(signal, "SIGHUP"):  # not on Windows
+    _STOP_SIGNALS[signal.SIGHUP] = EXIT_HANGUP
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`_Signalled`.
+
+    Their default action ends the process on the spot, as ``kill -9`` does, leaving a
+    download's temporary file behind. A signal whose handler is not the default is left
+    alone: an ignored SIGHUP (``nohup``) stays ignored, a host program's handler stays. Only
+    the main thread can set handlers; elsewhere (an embedding program's thread) nothing
+    changes.
+    """
+    taken: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            for one in taken:  # a second signal must not cut the cleanup short
+                signal.signal(one, signal.SIG_IGN)
+            raise _Signalled(signum)
+
+        for signum in _STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is signal.SIG_DFL:
+                taken[signum] = handler
+                signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in taken.items():
+            signal.signal(signum, handler)
+
+
 class _Exit(Exception):  # noqa: N818 - a way out, not an error of the library's
     """Leave with this exit status and one line on stderr."""
 
@@ -503,21 +564,29 @@ def _report(err: TextIO, error: BaseException, verbose: bool, prefix: str = "") 
     print(f"ibkr-flex: error: {prefix}{error}", file=err)
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "fetch":
+        return asyncio.run(_fetch(args, sys.stdout.buffer, sys.stderr))
+    if args.command == "inspect":
+        return _inspect(args, sys.stdout)
+    if args.command == "export":
+        return _export(args, sys.stdout)
+    if args.command == "models":
+        return _models(args, sys.stdout)
+    return asyncio.run(_demo(args, sys.stdout, sys.stderr))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     try:
-        if args.command == "fetch":
-            return asyncio.run(_fetch(args, sys.stdout.buffer, sys.stderr))
-        if args.command == "inspect":
-            return _inspect(args, sys.stdout)
-        if args.command == "export":
-            return _export(args, sys.stdout)
-        if args.command == "models":
-            return _models(args, sys.stdout)
-        return asyncio.run(_demo(args, sys.stdout, sys.stderr))
+        with _stop_signals_interrupt():
+            return _run(args)
+    except _Signalled as stop:
+        print(f"ibkr-flex: interrupted ({signal.Signals(stop.signum).name})", file=sys.stderr)
+        return _STOP_SIGNALS[stop.signum]
     except KeyboardInterrupt:
         print("ibkr-flex: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,5 +1,10 @@
 """Looking into statement files without writing code: what is in them, their rows as CSV or
-JSON lines, and model classes inferred from their values. All of it streams."""
+JSON lines, and model classes inferred from their values. All of it streams.
+
+Each of them judges the file as :class:`FlexStatement` does (the same
+:func:`~.statement.check_structure`), and raises its :class:`StatementError` for a file it
+would refuse: a summary or rows of a file the library rejects would only mislead.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,14 @@ import json
 import keyword
 import os
 import re
-from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
-from .dates import AmbiguousDateError, parse_ib_date, parse_ib_datetime
+from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
+from .errors import StatementError
 from .rows import EMPTY_DATE_MARKERS
+from .statement import check_structure
 from .stream import Source, iter_elements, walk
 
 __all__ = ["AccountSummary", "Summary", "TagSummary", "export_rows", "infer_model", "summarize"]
@@ -69,12 +77,57 @@ class Summary:
         }
 
 
+class _Headers:
+    """The headers :class:`FlexStatement` checks, collected as a walk meets them: the first
+    ``<FlexStatements>`` under the root, and the ``<FlexStatement>`` elements directly in it.
+    Their children are gone by then (the walk detaches them), so keeping them costs little."""
+
+    __slots__ = ("container", "statements")
+
+    def __init__(self) -> None:
+        self.container: ET.Element | None = None
+        self.statements: list[ET.Element] = []
+
+    def see(self, depth: int, parent: str | None, element: ET.Element) -> None:
+        # Elements arrive as they end: the first container's statements come before it, and
+        # once it has ended, later containers are none of FlexStatement's business.
+        if self.container is not None:
+            return
+        if depth == 1 and element.tag == "FlexStatements":
+            self.container = element
+        elif depth == 2 and element.tag == "FlexStatement" and parent == "FlexStatements":
+            self.statements.append(element)
+
+    def check(self) -> None:
+        """Raise what :class:`FlexStatement` raises for these headers: dd/MM against MM/dd
+        decided by the headers (where they leave it open, every date reads the same either
+        way, so the document's other dates need not be consulted), then the structure."""
+        dates = [e.get(name, "") for e in self.statements for name in ("fromDate", "toDate")]
+        try:
+            day_first = infer_day_first(dates)
+        except ValueError as exc:
+            raise StatementError(f"Flex statement header: {exc}") from None
+        check_structure(self.container, self.statements, day_first)
+
+
+def _checked_walk(source: Source) -> Iterator[tuple[int, str | None, ET.Element]]:
+    """:func:`~.stream.walk`, then :class:`StatementError` at the end if :class:`FlexStatement`
+    would refuse the file (malformed XML, a DTD or a foreign root raise where they are met)."""
+    headers = _Headers()
+    for item in walk(source):
+        headers.see(*item)
+        yield item
+    headers.check()
+
+
 def summarize(source: Source) -> Summary:
     """Every tag below the statements (sections and rows) with its count and attribute names,
-    the accounts with their periods, the query's name and type. One streaming pass."""
+    the accounts with their periods, the query's name and type. One streaming pass.
+
+    Raises :class:`StatementError` for a file :class:`FlexStatement` refuses."""
     summary = Summary()
     tags = summary.tags
-    for depth, parent, element in walk(source):
+    for depth, parent, element in _checked_walk(source):
         if depth > _STATEMENT_DEPTH:
             found = tags.get(element.tag)
             if found is None:
@@ -106,16 +159,20 @@ def export_rows(
     path: str | os.PathLike[str], tag: str, out: IO[str], output_format: Literal["csv", "jsonl"]
 ) -> int:
     """Write every ``tag`` row to ``out``, one column per attribute seen on any of them (in
-    first-seen order; empty where a row lacks it). CSV reads the file twice (once for the
-    columns), JSON lines once; memory stays flat either way. Returns the rows written."""
+    first-seen order; empty where a row lacks it). Returns the rows written.
+
+    The file is read twice, memory flat: first to check it as :class:`FlexStatement` would
+    (and to learn the CSV columns), so a file it refuses raises :class:`StatementError`
+    before anything is written; then to write the rows."""
+    columns: dict[str, None] = {}
+    for _, _, element in _checked_walk(path):
+        if element.tag == tag:
+            columns.update(dict.fromkeys(element.attrib))
     if output_format == "jsonl":
         count = 0
         for count, element in enumerate(iter_elements(path, tag), start=1):  # noqa: B007
             out.write(json.dumps(element.attrib, ensure_ascii=False) + "\n")
         return count
-    columns: dict[str, None] = {}
-    for element in iter_elements(path, tag):
-        columns.update(dict.fromkeys(element.attrib))
     writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
     writer.writeheader()
     count = 0
@@ -190,10 +247,13 @@ def infer_model(
 ) -> str:
     """Python source for a model of ``tag``'s rows, each field typed from every value in the
     file: ``bool``, ``int``, ``Decimal``, ``date``, ``datetime``, else ``str``; ``| None``
-    where values are empty or missing. Ready for :meth:`FlexStatement.rows`."""
+    where values are empty or missing. Ready for :meth:`FlexStatement.rows`.
+
+    Raises :class:`StatementError` for a file :class:`FlexStatement` refuses, and
+    ``ValueError`` for a file without ``tag`` rows."""
     columns: dict[str, _Column] = {}
     rows = 0
-    for depth, _, element in walk(source):
+    for depth, _, element in _checked_walk(source):
         if element.tag != tag or depth <= _STATEMENT_DEPTH:
             continue
         rows += 1
