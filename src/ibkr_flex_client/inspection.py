@@ -18,11 +18,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
-from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
-from .errors import StatementError
+from .dates import AmbiguousDateError, parse_ib_date, parse_ib_datetime
 from .rows import EMPTY_DATE_MARKERS
-from .statement import check_structure
-from .stream import Source, iter_elements, walk
+from .stream import HeaderCheck, Source, iter_elements, walk
 
 __all__ = ["AccountSummary", "Summary", "TagSummary", "export_rows", "infer_model", "summarize"]
 
@@ -77,43 +75,10 @@ class Summary:
         }
 
 
-class _Headers:
-    """The headers :class:`FlexStatement` checks, collected as a walk meets them: the first
-    ``<FlexStatements>`` under the root, and the ``<FlexStatement>`` elements directly in it.
-    Their children are gone by then (the walk detaches them), so keeping them costs little."""
-
-    __slots__ = ("container", "statements")
-
-    def __init__(self) -> None:
-        self.container: ET.Element | None = None
-        self.statements: list[ET.Element] = []
-
-    def see(self, depth: int, parent: str | None, element: ET.Element) -> None:
-        # Elements arrive as they end: the first container's statements come before it, and
-        # once it has ended, later containers are none of FlexStatement's business.
-        if self.container is not None:
-            return
-        if depth == 1 and element.tag == "FlexStatements":
-            self.container = element
-        elif depth == 2 and element.tag == "FlexStatement" and parent == "FlexStatements":
-            self.statements.append(element)
-
-    def check(self) -> None:
-        """Raise what :class:`FlexStatement` raises for these headers: dd/MM against MM/dd
-        decided by the headers (where they leave it open, every date reads the same either
-        way, so the document's other dates need not be consulted), then the structure."""
-        dates = [e.get(name, "") for e in self.statements for name in ("fromDate", "toDate")]
-        try:
-            day_first = infer_day_first(dates)
-        except ValueError as exc:
-            raise StatementError(f"Flex statement header: {exc}") from None
-        check_structure(self.container, self.statements, day_first)
-
-
 def _checked_walk(source: Source) -> Iterator[tuple[int, str | None, ET.Element]]:
     """:func:`~.stream.walk`, then :class:`StatementError` at the end if :class:`FlexStatement`
     would refuse the file (malformed XML, a DTD or a foreign root raise where they are met)."""
-    headers = _Headers()
+    headers = HeaderCheck()
     for item in walk(source):
         headers.see(*item)
         yield item

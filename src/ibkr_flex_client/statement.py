@@ -163,8 +163,8 @@ class FlexStatement:
     encoding is honoured, so non-ASCII names survive byte for byte) or ``str``, and raises
     :class:`StatementError` unless it is a ``<FlexQueryResponse>`` holding ``<FlexStatements>``
     with at least one ``<FlexStatement>`` (as many as its ``count`` says) whose ``accountId``,
-    ``fromDate`` and ``toDate`` are set. DTDs are refused before parsing, so nothing is ever
-    expanded.
+    ``fromDate`` and ``toDate`` are set. Expat itself refuses a DTD (where entities are
+    declared) before the tree is built, so nothing is ever expanded.
 
     ``day_first`` settles ``03/04/2026``-style dates (``True`` for dd/MM, ``False`` for
     MM/dd); without it the headers decide, and where they are all ambiguous every date in the

@@ -2,57 +2,50 @@
 
 Memory stays flat however large the file: every element is detached from the tree once it
 has been handed over (or is known not to be wanted), so only the open ancestors of the
-current element are kept. The prolog is checked for a DTD before anything is parsed.
+current element are kept. The parsing is :class:`._xml.XmlStream`'s: expat refuses a DTD or
+an entity before anything is read, and what no Flex statement holds (elements nested more
+than ``MAX_DEPTH`` deep, a tag with more than ``MAX_ATTRIBUTES`` attributes) is refused before
+it can fill memory. :class:`StatementCheck` is :func:`check_statement_file` for a body that
+arrives in pieces: ``download()`` checks the statement as it writes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, TypeVar, cast
 
-from ._xml import XmlRejectedError, check_prolog, prolog_read
+from ._xml import CHUNK, XmlLimitError, XmlRejectedError, XmlStream
 from .dates import infer_day_first
 from .errors import StatementError
 from .rows import RowReader
 from .statement import check_structure
 
-__all__ = ["check_statement_file", "iter_elements", "iter_rows", "walk"]
+__all__ = [
+    "HeaderCheck",
+    "StatementCheck",
+    "check_statement_file",
+    "iter_elements",
+    "iter_rows",
+    "walk",
+]
 
 T = TypeVar("T")
 
-CHUNK = 64 * 1024
-# A prolog (declaration, comments) longer than this before the root is not a Flex statement.
-MAX_PROLOG = 1024 * 1024
-
 Source = str | os.PathLike[str] | IO[bytes]
+_ROOT = "FlexQueryResponse"
 
 
 def _chunks(source: Source) -> Iterator[bytes]:
-    """The file's bytes in chunks, the first one long enough to hold the whole prolog."""
     with contextlib.ExitStack() as stack:
         file: IO[bytes] = (
             stack.enter_context(open(source, "rb"))  # noqa: PTH123 - a path or a file object
             if isinstance(source, (str, os.PathLike))
             else source
         )
-        head = b""
-        while True:
-            chunk = file.read(CHUNK)
-            head += chunk
-            if not chunk or prolog_read(head):
-                break
-            if len(head) >= MAX_PROLOG:
-                raise StatementError("not a Flex statement: no root element in the first MiB")
-        try:
-            check_prolog(head)
-        except XmlRejectedError as exc:
-            raise StatementError(f"not a Flex statement: {exc}") from None
-        if not head.strip():
-            raise StatementError("not a Flex statement: the file is empty")
-        yield head
         while chunk := file.read(CHUNK):
             yield chunk
 
@@ -75,7 +68,7 @@ class _Pruner:
     def start(self, element: ET.Element) -> None:
         if not self.root_seen:
             self.root_seen = True
-            if element.tag != "FlexQueryResponse":
+            if element.tag != _ROOT:
                 raise StatementError(f"not a Flex statement: the root is <{element.tag[:40]}>")
         self.stack.append(element)
         if element.tag == self.tag:  # never for tag None: then no subtree is kept
@@ -97,26 +90,37 @@ class _Pruner:
         return wanted
 
 
-def _walk(source: Source, pruner: _Pruner) -> Iterator[ET.Element]:
-    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+def _describe(xml: XmlStream, exc: XmlRejectedError) -> str:
+    if xml.root_tag == _ROOT and not isinstance(exc, XmlLimitError):
+        return f"not a complete Flex statement: {exc}"
+    return f"not a Flex statement: {exc}"
+
+
+def _elements(
+    xml: XmlStream, pruner: _Pruner, pieces: Iterable[bytes | None]
+) -> Iterator[ET.Element]:
+    """Feed ``pieces`` (None: the document is complete) and yield what ``pruner`` wants."""
     start, end = pruner.start, pruner.end
-    problem = ""
     try:
-        for chunk in _chunks(source):
-            parser.feed(chunk)
-            events: Iterator[tuple[str, ET.Element]] = parser.read_events()  # type: ignore[assignment]
-            for event, element in events:
+        for piece in pieces:
+            if piece is None:
+                xml.close()
+            else:
+                xml.feed(piece)
+            for event, element in xml.read_events():
                 if event == "start":
                     start(element)
                 elif end(element):
                     yield element
-        parser.close()
-    except ET.ParseError as exc:
-        problem = str(exc)
-    if problem:
-        raise StatementError(f"not a complete Flex statement: not well-formed XML ({problem})")
-    if not pruner.root_seen:
-        raise StatementError("not a Flex statement: no root element")
+    except XmlRejectedError as exc:
+        reason = _describe(xml, exc)
+    else:
+        return
+    raise StatementError(reason)
+
+
+def _walk(source: Source, pruner: _Pruner) -> Iterator[ET.Element]:
+    return _elements(XmlStream(), pruner, itertools.chain(_chunks(source), (None,)))
 
 
 def iter_elements(source: Source, tag: str) -> Iterator[ET.Element]:
@@ -125,7 +129,8 @@ def iter_elements(source: Source, tag: str) -> Iterator[ET.Element]:
     ``source`` is a path or a binary file object. Each element comes with its attributes and
     its own subtree; it is detached from the document, so keep what you need. A file that
     turns out truncated or malformed raises :class:`StatementError` where the reader reaches
-    the fault (after the rows before it); a DTD is refused before anything is read.
+    the fault (after the rows before it); a DTD is refused before anything is read, and so
+    is what no statement holds (see the module docstring) before it can fill memory.
     """
     return _walk(source, _Pruner(tag, None))
 
@@ -159,20 +164,95 @@ def iter_rows(
         yield cast("T", reader.read(element))
 
 
+class HeaderCheck:
+    """The headers :class:`FlexStatement` checks, collected as a walk meets them (the first
+    ``<FlexStatements>`` under the root, and the ``<FlexStatement>`` elements directly in it),
+    then judged as :class:`FlexStatement` judges them. Their children are gone by then (the
+    walk detaches them), so keeping them costs little."""
+
+    __slots__ = ("container", "statements")
+
+    def __init__(self) -> None:
+        self.container: ET.Element | None = None
+        self.statements: list[ET.Element] = []
+
+    def see(self, depth: int, parent: str | None, element: ET.Element) -> None:
+        """Note an element as it ends (``depth`` and ``parent`` as :func:`walk` gives them)."""
+        # Elements arrive as they end: the first container's statements come before it, and
+        # once it has ended, later containers are none of FlexStatement's business.
+        if self.container is not None:
+            return
+        if depth == 1 and element.tag == "FlexStatements":
+            self.container = element
+        elif depth == 2 and element.tag == "FlexStatement" and parent == "FlexStatements":
+            self.statements.append(element)
+
+    def check(self) -> None:
+        """Raise what :class:`FlexStatement` raises for these headers: dd/MM against MM/dd
+        decided by the headers (where they leave it open, every date reads the same either
+        way, so the document's other dates need not be consulted), then the structure."""
+        dates = [e.get(name, "") for e in self.statements for name in ("fromDate", "toDate")]
+        try:
+            day_first = infer_day_first(dates)
+        except ValueError as exc:
+            raise StatementError(f"Flex statement header: {exc}") from None
+        check_structure(self.container, self.statements, day_first)
+
+
+class StatementCheck:
+    """:func:`check_statement_file` for a body that arrives in pieces, in flat memory.
+
+    ``feed(piece)`` raises :class:`StatementError` as soon as the bytes cannot be a Flex
+    statement ("not a Flex statement: …": refused XML, a limit, the wrong root) or stop being
+    well-formed ("not a complete Flex statement: …"); after that every call raises it again.
+    :attr:`root_tag` names the root once its start tag has been read (it stays readable after
+    a failure). ``close()`` finishes the document and judges its headers as
+    :class:`FlexStatement` does (:class:`HeaderCheck`).
+    """
+
+    __slots__ = ("_error", "_headers", "_pruner", "_xml")
+
+    def __init__(self) -> None:
+        self._xml = XmlStream()
+        self._headers = HeaderCheck()
+        self._pruner = _Pruner(None, None)  # every element, none kept
+        self._error: StatementError | None = None
+
+    @property
+    def root_tag(self) -> str | None:
+        """The root element's name once its start tag has been read; None before."""
+        return self._xml.root_tag
+
+    def feed(self, data: bytes) -> None:
+        """Check the next piece of the statement."""
+        self._run(data)
+
+    def close(self) -> None:
+        """The statement is complete: raise :class:`StatementError` unless it is a complete,
+        well-formed Flex statement."""
+        self._run(None)
+        self._headers.check()
+
+    def _run(self, piece: bytes | None) -> None:
+        if self._error is not None:
+            raise self._error
+        stack, see = self._pruner.stack, self._headers.see
+        try:
+            for element in _elements(self._xml, self._pruner, (piece,)):
+                see(len(stack), stack[-1].tag if stack else None, element)
+        except StatementError as exc:
+            self._error = exc
+            raise
+
+
 def check_statement_file(source: Source) -> None:
     """Read a whole statement file as a stream and raise :class:`StatementError` unless it is
     a complete, well-formed Flex statement (what :class:`FlexStatement` checks), in flat
     memory."""
-    headers: list[ET.Element] = []
-    for _ in _walk(source, _Pruner(None, headers)):  # every element, none kept
-        pass
-    containers = [h for h in headers if h.tag == "FlexStatements"]
-    statements = [h for h in headers if h.tag == "FlexStatement"]
-    try:
-        order = infer_day_first(h.get(n, "") for h in statements for n in ("fromDate", "toDate"))
-    except ValueError:
-        order = None  # contradictory headers: each date is still checked on its own
-    check_structure(containers[0] if containers else None, statements, order)
+    check = StatementCheck()
+    for chunk in _chunks(source):
+        check.feed(chunk)
+    check.close()
 
 
 def walk(source: Source) -> Iterator[tuple[int, str | None, ET.Element]]:
