@@ -9,111 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
-import re
 import socket
+from collections.abc import Awaitable
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import aiohttp
 
+from ._body import read_body
 from ._clock import SYSTEM_CLOCK, Clock, busy
-from ._files import discard, new_temp, replace
-from ._xml import root_name
-from .dates import parse_ib_date
-from .errors import FlexError, LockedOutError, SaveError, StatementError, Step
+from ._files import check_target, discard, replace
+from ._inflate import ACCEPT_ENCODING
+from .errors import FlexError, LockedOutError, Step, ThrottledError
 from .events import EventKind, FetchEvent, ProgressCallback
-from .flow import FetchSettings, Outcome, Result, Wait, fetch_flow, worst_case_seconds
+from .flow import Outcome, Result, Wait, fetch_flow, worst_case_seconds
 from .pacing import pacer_for
-from .protocol import DEFAULT_BASE_URL, THROTTLED, HttpRequest, Reply, Saved, Trouble, redact
+from .protocol import DEFAULT_BASE_URL, THROTTLED, HttpRequest, Saved, Trouble, redact
 from .protocol import user_agent as _user_agent_header
 from .retry import attempt_limit
+from .settings import check_settings
 from .statement import FlexStatement
-from .stream import check_statement_file
 
-__all__ = ["FlexClient", "fetch_statement"]
+__all__ = ["DEFAULT_MAX_STATEMENT_BYTES", "FlexClient", "fetch_statement"]
 
 logger = logging.getLogger("ibkr_flex_client")
 
-# "fd/td ... at most 365 days"; "p=N ... 1 <= N <= 365" (docs/protocol.md).
-MAX_RANGE_DAYS = 365
-_COMPACT_DATE = re.compile(r"\d{8}")
-_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 CHUNK = 64 * 1024
-HEAD = 4096  # enough of a body to find its root element
-MAX_ENVELOPE = 8 * 1024 * 1024  # a non-statement answer larger than this is not IB's
+# fetch() holds the statement in memory; past this it refuses it (download() has no cap).
+# 512 MiB is some two million trades: ten times the largest statements users report.
+DEFAULT_MAX_STATEMENT_BYTES = 512 * 1024 * 1024
 
-
-def _as_date(name: str, value: object) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    if isinstance(value, str) and _COMPACT_DATE.fullmatch(value):
-        try:
-            return parse_ib_date(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{name} must be a datetime.date or a 'yyyyMMdd' string, got {value!r}")
-
-
-def _check_dates(from_date: object, to_date: object) -> tuple[date | None, date | None]:
-    start, end = _as_date("from_date", from_date), _as_date("to_date", to_date)
-    if (start is None) != (end is None):
-        missing = "to_date" if end is None else "from_date"
-        raise ValueError(f"{missing} is required too: IB takes from_date and to_date together")
-    if start is not None and end is not None:
-        if start > end:
-            raise ValueError(f"from_date {start} is after to_date {end}")
-        days = (end - start).days + 1
-        if days > MAX_RANGE_DAYS:
-            raise ValueError(
-                f"from_date {start} to to_date {end} spans {days} days; "
-                f"IB allows at most {MAX_RANGE_DAYS}"
-            )
-    return start, end
-
-
-def _check_period(period: object, *, has_dates: bool) -> None:
-    if isinstance(period, bool) or not isinstance(period, int):
-        raise ValueError(f"period must be a whole number of days, got {period!r}")
-    if not 1 <= period <= MAX_RANGE_DAYS:
-        raise ValueError(f"period must be 1 to {MAX_RANGE_DAYS} days, got {period}")
-    if has_dates:
-        raise ValueError("give period or from_date/to_date, not both")
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
-
-
-def _check_base_url(base_url: object) -> str:
-    if not isinstance(base_url, str):
-        raise ValueError(f"base_url must be a URL string, got {base_url!r}")
-    try:
-        parts = urlsplit(base_url)
-        _ = parts.port  # a port that is not a number raises here
-    except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("https", "http")
-        or not parts.hostname
-        or parts.query
-        or parts.fragment
-        or parts.username
-    ):
-        raise ValueError(
-            f"base_url must be an http(s) URL with a host and no query, got {base_url!r}"
-        )
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
-        # The token travels in the query string: plain http only where it cannot leave this host.
-        raise ValueError(f"base_url must use https unless it is on loopback, got {base_url!r}")
-    return base_url.rstrip("/")
+T = TypeVar("T")
 
 
 class FlexClient:
@@ -127,25 +55,32 @@ class FlexClient:
 
     Args:
         token: the Flex Web Service token from IB's Account Management. Secret: it appears in
-            no log, exception, repr or file.
+            no log, exception, repr or file, even when a server echoes it back.
         query_id: the Flex Query's id.
-        max_retries: the most requests each step may make in one fetch; bounds the
-            GetStatement polls. At least 1.
-        backoff_base: seconds; the first wait after a throttle (1018) or transient failure,
-            doubling each time in a row up to 600 s. Also the longest gap between polls.
-        from_date, to_date: override the query's dates (``fd``/``td``): a ``date`` or a
-            ``"yyyyMMdd"`` string, both or neither, at most 365 days from first to last.
+        max_retries: the most requests each step may make in one fetch, 1 to 100; bounds the
+            GetStatement polls.
+        backoff_base: seconds, more than 0 and at most 600; the first wait after a throttle
+            (1018) or transient failure, doubling each time in a row up to 600 s. Also the
+            longest gap between polls.
+        from_date, to_date: override the query's dates (``fd``/``td``): a ``date`` (not a
+            ``datetime``) or a ``"yyyyMMdd"`` string, both or neither, at most 365 days from
+            first to last.
         period: override the query's period with the last N days (``p``), 1 to 365; not
             together with dates.
         timeout: seconds without progress after which one HTTP attempt is abandoned (and
-            retried). One attempt lasts at most 10 x ``timeout`` in all.
+            retried), more than 0 and at most 600. One attempt lasts at most 10 x ``timeout``.
         user_agent: your application's product token, sent before this library's own
             (``"myapp/2.1 ibkr-flex-client/0.1.0 Python/3.12"``).
         base_url: replaces ``https://ndcdyn.interactivebrokers.com`` (a proxy, or a local
-            simulator in tests). Plain http is accepted only on loopback.
+            simulator in tests): http(s), a host, an optional path, nothing else. Plain http
+            is accepted only on loopback.
         day_first: how the query writes slashed dates, for the statement: ``True`` for
             dd/MM, ``False`` for MM/dd; by default the document decides.
         clock: what the client sleeps on; tests pass ``testing.FakeClock`` to skip real waits.
+        max_statement_bytes: the largest statement :meth:`fetch` holds in memory (it is
+            parsed as it arrives); a larger one raises :class:`StatementError`. At least
+            1 MiB, or ``None`` for no limit; by default 512 MiB. :meth:`download` streams to
+            disk and has no limit.
     """
 
     def __init__(
@@ -163,40 +98,30 @@ class FlexClient:
         base_url: str = DEFAULT_BASE_URL,
         day_first: bool | None = None,
         clock: Clock | None = None,
+        max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
     ) -> None:
-        if not isinstance(token, str) or not token:
-            raise ValueError("token must be a non-empty string")
-        if any(ch.isspace() or not ch.isprintable() for ch in token):
-            raise ValueError("token must not contain white space or control characters")
-        if isinstance(query_id, bool) or not isinstance(query_id, (str, int)):
-            raise ValueError(f"query_id must be a string, got {type(query_id).__name__}")
-        query = str(query_id).strip()
-        if not query:
-            raise ValueError("query_id must be a non-empty string")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
-            raise ValueError(f"max_retries must be an integer of at least 1, got {max_retries!r}")
-        start, end = _check_dates(from_date, to_date)
-        if period is not None:
-            _check_period(period, has_dates=start is not None)
-        if day_first is not None and not isinstance(day_first, bool):
-            raise ValueError(f"day_first must be True, False or None, got {day_first!r}")
-        if user_agent is not None and (
-            not isinstance(user_agent, str) or not user_agent.isprintable()
-        ):
-            raise ValueError(f"user_agent must be printable text, got {user_agent!r}")
-        self._settings = FetchSettings(
+        checked = check_settings(
             token=token,
-            query_id=query,
-            base_url=_check_base_url(base_url),
+            query_id=query_id,
             max_retries=max_retries,
-            backoff_base=_check_positive("backoff_base", backoff_base),
-            from_date=start,
-            to_date=end,
+            backoff_base=backoff_base,
+            from_date=from_date,
+            to_date=to_date,
             period=period,
+            timeout=timeout,
+            user_agent=user_agent,
+            base_url=base_url,
             day_first=day_first,
+            max_statement_bytes=max_statement_bytes,
         )
-        self._timeout = _check_positive("timeout", timeout)
-        self._headers = {"User-Agent": _user_agent_header(user_agent or None)}
+        self._settings = checked.fetch
+        self._timeout = checked.timeout
+        self._max_statement = checked.max_statement_bytes
+        self._headers = {
+            "User-Agent": _user_agent_header(checked.user_agent),
+            # Only what _inflate decodes, in bounded pieces (aiohttp would inflate whole).
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         # Shared with every client of this token on this clock, in this process.
         self._pacer = pacer_for(token, self._clock)
@@ -208,11 +133,13 @@ class FlexClient:
 
     @property
     def worst_case_seconds(self) -> float:
-        """The longest one :meth:`fetch` can take with these settings, in seconds.
+        """The longest one :meth:`fetch` or :meth:`download` takes with these settings.
 
         Each step makes at most ``max_retries`` requests of at most 10 x ``timeout`` each, with
-        at most ``max(600, backoff_base)`` seconds between two of them. With the defaults:
-        ``2·10·300 + 19·600`` = 17,400 s. Typical fetches take seconds.
+        at most 600 seconds between two of them. With the defaults: ``2·10·300 + 19·600`` =
+        17,400 s. Typical fetches take seconds. The bound holds however many other fetches
+        share the token: time spent queueing for the token's requests counts against it, and
+        a fetch that could not end within it gives up at once with :class:`ThrottledError`.
         """
         return worst_case_seconds(
             max_retries=self._settings.max_retries,
@@ -250,14 +177,15 @@ class FlexClient:
             FlexError: a subclass saying what to do next (see :mod:`ibkr_flex_client.errors`).
                 Nothing else escapes, except ``asyncio.CancelledError`` when cancelled.
 
-        Always ends by itself, within :attr:`worst_case_seconds`: each step makes at most
-        ``max_retries`` requests of at most 10 x ``timeout`` seconds, with at most
-        ``max(600, backoff_base)`` seconds between two requests. aiohttp's silent one-time
-        re-send of a GET on a dropped connection is switched off on the session used, since
-        that re-send would reach IB within the same second (a 1018).
+        Always ends by itself, within :attr:`worst_case_seconds`. Every answer is read in
+        bounded memory: envelopes are capped at 1 MiB (after decompression), and the
+        statement is parsed as it arrives, up to ``max_statement_bytes``. aiohttp's silent
+        one-time re-send of a GET on a dropped connection is switched off on the session
+        used, since that re-send would reach IB within the same second (a 1018).
         """
-        result = await self._with_session(session, on_event, None)
-        assert isinstance(result, FlexStatement)  # noqa: S101 - the flow's contract
+        result = await self._guarded(self._with_session(session, on_event, None))
+        if not isinstance(result, FlexStatement):  # the flow's contract
+            raise FlexError(f"internal error: fetch() ended with {type(result).__name__}")
         return result
 
     async def download(
@@ -270,46 +198,65 @@ class FlexClient:
         """Fetch the statement straight to a file, however large; returns ``path``.
 
         The GetStatement body streams to a temporary file beside ``path`` (never into
-        memory), is checked to be a complete, well-formed Flex statement (in flat memory),
-        flushed to disk, and only then renamed over ``path``: a crash, a cancellation or an
+        memory), created only when the statement starts to arrive, and is checked as it
+        arrives to be a complete, well-formed Flex statement (in flat memory); then it is
+        flushed to disk and only then renamed over ``path``: a crash, a cancellation or an
         error never leaves a partial file at ``path``, and an existing file there stays as it
-        was until the new one is whole. The file is readable by its owner only (it holds
-        account data). Retries, pacing, events and errors are those of :meth:`fetch`;
-        a file that cannot be written raises :class:`SaveError`.
+        was until the new one is whole. A temporary file left by a killed process is removed
+        by the next download into that directory. The file is readable by its owner only (it
+        holds account data). Retries, pacing, events and errors are those of :meth:`fetch`;
+        a file that cannot be written raises :class:`SaveError`, and a target that cannot
+        be written (a directory, a missing or read-only parent) raises it before any request.
         """
         target = Path(path)
-        temp = new_temp(target)  # a directory that will not take the file fails here, early
+        check_target(target)  # fails before any request is spent
+        result = await self._guarded(self._with_session(session, on_event, target))
+        if not isinstance(result, Saved):  # the flow's contract
+            raise FlexError(f"internal error: download() ended with {type(result).__name__}")
+        temp = Path(result.path)
         try:
-            result = await self._with_session(session, on_event, temp)
-            assert isinstance(result, Saved)  # noqa: S101 - the flow's contract
             replace(temp, target)
         finally:
             discard(temp)
         return target
 
+    async def _guarded(self, work: Awaitable[T]) -> T:
+        """The one translation point: whatever fails anywhere in a fetch leaves as a
+        :class:`FlexError` (or ``CancelledError``); a foreign exception's text is redacted
+        and its chain dropped, since it may quote the request's URL."""
+        try:
+            return await work
+        except FlexError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the documented promise: only FlexError
+            reason = redact(f"{type(exc).__name__}: {exc}", self._settings.token)
+        raise FlexError(f"unexpected failure during the fetch: {reason}")
+
     async def _with_session(
         self,
         session: aiohttp.ClientSession | None,
         on_event: ProgressCallback | None,
-        save_to: Path | None,
+        save_as: Path | None,
     ) -> Result:
         if session is not None:
             if session.closed:
                 raise FlexError("the aiohttp session passed to fetch() is closed")
             _no_silent_retry(session)
-            return await self._run(session, on_event, save_to)
+            return await self._run(session, on_event, save_as)
         async with aiohttp.ClientSession() as own:
             _no_silent_retry(own)
-            return await self._run(own, on_event, save_to)
+            return await self._run(own, on_event, save_as)
 
     async def _run(
         self,
         session: aiohttp.ClientSession,
         on_event: ProgressCallback | None,
-        save_to: Path | None,
+        save_as: Path | None,
     ) -> Result:
         flow = fetch_flow(self._settings)
         progress = _Progress(self.query_id, self._clock, on_event)
+        # Every request must be able to run its whole attempt before the fetch's bound.
+        last_start = progress.started + self.worst_case_seconds - attempt_limit(self._timeout)
         outcome: Outcome | None = None
         try:
             while True:
@@ -324,6 +271,8 @@ class FlexClient:
                     self._pacer.lock_out(error)  # every fetch of this token stops too
                     raise
                 if isinstance(action, Wait):
+                    if self._clock.now() + action.seconds > last_start:
+                        raise self._too_late(action.step)
                     progress.emit(
                         EventKind.WAIT,
                         action.step,
@@ -337,100 +286,93 @@ class FlexClient:
                     outcome = None
                     continue
 
-                def paced(
-                    seconds: float, code: int | None, reason: str, step: Step = action.step
-                ) -> None:
+                step = action.step
+
+                def paced(seconds: float, code: int | None, reason: str, step: Step = step) -> None:
                     progress.emit(EventKind.WAIT, step, wait=seconds, code=code, detail=reason)
 
-                await self._pacer.acquire(on_wait=paced)
+                def too_late(step: Step = step) -> ThrottledError:
+                    return self._too_late(step)
+
+                await self._pacer.acquire(
+                    on_wait=paced,
+                    deadline=last_start,
+                    too_late=too_late,
+                )
                 progress.attempts[action.step] += 1
                 progress.emit(EventKind.REQUEST, action.step, detail=f"GET {action.safe_url}")
-                save = save_to if action.step is Step.GET_STATEMENT else None
-                outcome = await self._perform(session, action, save)
+                outcome = await self._perform(session, action, save_as)
         finally:
             flow.close()
 
+    def _too_late(self, step: Step) -> ThrottledError:
+        # Only time spent queueing behind other fetches of the token can push a fetch past
+        # its own bound: the flow's waits and attempts fit in it by construction.
+        return ThrottledError(
+            f"gave up: this fetch cannot end within its limit of {self.worst_case_seconds:g} s "
+            "(worst_case_seconds), the token's requests being taken by other fetches; "
+            "try again later, or fetch fewer queries of this token at once",
+            step=step,
+        )
+
     async def _perform(
-        self, session: aiohttp.ClientSession, request: HttpRequest, save_to: Path | None
+        self, session: aiohttp.ClientSession, request: HttpRequest, save_as: Path | None
     ) -> Outcome:
         """One GET; every network failure becomes a :class:`Trouble` whose text holds no
-        token. With ``save_to``, the body streams to that file (see :meth:`download`)."""
+        token. With ``save_as``, a statement streams to a file beside it (see
+        :meth:`download`)."""
         timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=self._timeout, sock_read=self._timeout
         )
+        token = self._settings.token
         try:
             with busy(self._clock):
-                return await asyncio.wait_for(
-                    self._exchange(session, request, timeout, save_to),
+                return await _within(
+                    self._exchange(session, request, timeout, save_as),
                     attempt_limit(self._timeout),
                 )
         except asyncio.TimeoutError as exc:
             # aiohttp raises its own TimeoutError subclasses for the socket timeouts.
-            trouble = _timeout_trouble(exc, self._timeout)
+            return _timeout_trouble(exc, self._timeout)
         except aiohttp.ClientResponseError as exc:  # a caller's session with raise_for_status
-            trouble = Trouble(f"HTTP {exc.status} from {request.step}", exc.status)
+            return Trouble(f"HTTP {exc.status} from {request.step}", exc.status)
         except aiohttp.ClientConnectorError as exc:
-            trouble = _connect_trouble(exc)
+            return _connect_trouble(exc, token)
         except aiohttp.ServerDisconnectedError:
-            trouble = Trouble(f"the server closed the connection during {request.step}")
+            return Trouble(f"the server closed the connection during {request.step}")
         except aiohttp.ClientPayloadError:
-            trouble = Trouble(f"the {request.step} body was cut short")
+            return Trouble(f"the {request.step} body was cut short")
         except (aiohttp.ClientError, OSError) as exc:
-            trouble = Trouble(f"{type(exc).__name__} during {request.step}: {exc}")
-        return Trouble(redact(trouble.reason, self._settings.token), trouble.http_status)
+            # Foreign text that may quote the URL: redacted, and only that part.
+            return Trouble(f"{type(exc).__name__} during {request.step}: {redact(str(exc), token)}")
 
     async def _exchange(
         self,
         session: aiohttp.ClientSession,
         request: HttpRequest,
         timeout: aiohttp.ClientTimeout,
-        save_to: Path | None,
+        save_as: Path | None,
     ) -> Outcome:
         # No redirects: a 3xx to another host would carry the token there. A 3xx is HTTP
-        # trouble like any other non-2xx answer.
+        # trouble like any other non-2xx answer. The body comes raw (auto_decompress off)
+        # and is inflated in bounded pieces by read_body.
         async with session.get(
             request.url,
             params=dict(request.params),
             headers=self._headers,
             allow_redirects=False,
             timeout=timeout,
+            auto_decompress=False,
         ) as response:
-            # Bytes, not text: IB's Content-Type charset and the XML declaration may disagree.
-            if save_to is None:
-                return Reply(response.status, await response.read())
-            head, size = await _stream_to_file(response, save_to)
-            status = response.status
-        if 200 <= status < 300 and root_name(head) == "FlexQueryResponse":
-            try:
-                await asyncio.to_thread(check_statement_file, save_to)
-            except StatementError as exc:
-                return Trouble(f"a statement that is {exc}", status)
-            return Saved(status, str(save_to), size)
-        # An envelope (1019 and friends) or an error page: small, read back for the flow.
-        if size > MAX_ENVELOPE:
-            return Trouble(f"an unexpected {size:,}-byte answer that is not a statement", status)
-        return Reply(status, await asyncio.to_thread(save_to.read_bytes))
-
-
-async def _stream_to_file(response: aiohttp.ClientResponse, path: Path) -> tuple[bytes, int]:
-    """Write the body to ``path`` (truncating it), flushed to disk; returns its first bytes
-    and its size. Disk trouble raises :class:`SaveError` (not retried: a full disk stays
-    full). Chunk writes are small and go to the page cache, so they do not stall the loop."""
-    head, size = b"", 0
-    try:
-        with path.open("wb") as out:
-            async for chunk in response.content.iter_chunked(CHUNK):
-                if size < HEAD:
-                    head += chunk[: HEAD - size]
-                size += len(chunk)
-                out.write(chunk)
-            out.flush()
-            await asyncio.to_thread(os.fsync, out.fileno())
-    except OSError as exc:
-        reason = f"{exc.strerror or exc} writing {str(path)!r}"
-    else:
-        return head, size
-    raise SaveError(f"cannot save the statement: {reason}")
+            return await read_body(
+                response.content.iter_chunked(CHUNK),
+                status=response.status,
+                step=request.step,
+                content_encoding=response.headers.get("Content-Encoding"),
+                save_as=save_as,
+                max_statement_bytes=self._max_statement,
+                secret=self._settings.token,
+            )
 
 
 class _Progress:
@@ -488,16 +430,43 @@ def _no_silent_retry(session: aiohttp.ClientSession) -> None:
         session._retry_connection = False
 
 
+async def _within(work: Awaitable[T], seconds: float) -> T:
+    """``work``'s result, or ``asyncio.TimeoutError`` after ``seconds`` (work cancelled).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation of the caller
+    that arrives as ``work`` completes, and a cancelled fetch would go on. Here a cancel of
+    the caller always cancels ``work`` and propagates.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except BaseException:
+        task.cancel()  # the caller was cancelled: so is the work, and the cancel goes on
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})  # let it unwind; a cancel of ours still propagates
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # A cancelled caller leaves the work to end on its own: its failure is no one's news.
+    if not task.cancelled():
+        task.exception()
+
+
 def _timeout_trouble(exc: BaseException, timeout: float) -> Trouble:
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return Trouble(f"no progress for {timeout:g} s (the read or connect stalled)")
     return Trouble(f"the attempt took longer than {attempt_limit(timeout):g} s")
 
 
-def _connect_trouble(exc: aiohttp.ClientConnectorError) -> Trouble:
-    host = f"{exc.host}:{exc.port}"
+def _connect_trouble(exc: aiohttp.ClientConnectorError, token: str) -> Trouble:
+    host = redact(f"{exc.host}:{exc.port}", token)
     if isinstance(exc.os_error, socket.gaierror):
-        return Trouble(f"DNS lookup failed for {exc.host}")
+        return Trouble(f"DNS lookup failed for {redact(exc.host, token)}")
     reason = exc.os_error.strerror or type(exc.os_error).__name__
     return Trouble(f"cannot connect to {host}: {reason}")
 
@@ -515,6 +484,7 @@ def fetch_statement(
     user_agent: str | None = None,
     base_url: str = DEFAULT_BASE_URL,
     day_first: bool | None = None,
+    max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
     on_event: ProgressCallback | None = None,
 ) -> FlexStatement:
     """Fetch a statement, blocking until it arrives: for scripts that are not async.
@@ -549,5 +519,6 @@ def fetch_statement(
         user_agent=user_agent,
         base_url=base_url,
         day_first=day_first,
+        max_statement_bytes=max_statement_bytes,
     )
     return asyncio.run(client.fetch(on_event=on_event))

@@ -25,6 +25,7 @@ from .protocol import (
     Trouble,
     answer_error,
     check_statement_url,
+    from_server,
     get_statement_request,
     read_get_answer,
     read_send_answer,
@@ -111,14 +112,16 @@ def fetch_flow(settings: FetchSettings) -> Generator[Action, Outcome | None, Res
         reference = yield from _send(settings, tally)
         url = reference.url or settings.base_url.rstrip("/") + GET_PATH
         poll = get_statement_request(
-            url=check_statement_url(url, settings.base_url),
+            url=check_statement_url(url, settings.base_url, secret=settings.token),
             token=settings.token,
             reference_code=reference.code,
         )
         result = yield from _poll(settings, tally, poll)
         if not isinstance(result, IbAnswer):
             return result
-        if resent or tally.polls >= settings.max_retries:
+        # The fresh SendRequest counts against the SendRequest budget like any other: with
+        # that spent, the 1017 stands.
+        if resent or tally.polls >= settings.max_retries or tally.sends >= settings.max_retries:
             raise answer_error(result, Step.GET_STATEMENT, QueryError)
         resent = True
         yield tally.wait(
@@ -141,7 +144,11 @@ def _send(settings: FetchSettings, tally: _Tally) -> Generator[Action, Outcome |
         outcome = _expect_outcome((yield tally.request(request)))
         if isinstance(outcome, Saved):
             raise TypeError("a SendRequest answer cannot be a saved statement")
-        answer = outcome if isinstance(outcome, Trouble) else read_send_answer(outcome)
+        answer = (
+            outcome
+            if isinstance(outcome, Trouble)
+            else read_send_answer(outcome, secret=settings.token)
+        )
         if isinstance(answer, Reference):
             tally.failures_in_a_row = 0
             return answer
@@ -168,11 +175,11 @@ def _poll(
         if isinstance(outcome, Trouble):
             result = outcome
         else:
-            read = read_get_answer(outcome)
+            read = read_get_answer(outcome, secret=settings.token)
             if not isinstance(read, ET.Element):
                 result = read
             else:
-                checked = _statement(outcome, read, settings.day_first)
+                checked = _statement(outcome, read, settings)
                 if isinstance(checked, FlexStatement):
                     return checked
                 result = checked
@@ -221,14 +228,17 @@ def _expect_outcome(outcome: Outcome | None) -> Outcome:
     return outcome
 
 
-def _statement(outcome: Reply, root: ET.Element, day_first: bool | None) -> FlexStatement | Trouble:
-    """The checked statement, or Trouble when the document is incomplete (retry it)."""
+def _statement(
+    outcome: Reply, root: ET.Element, settings: FetchSettings
+) -> FlexStatement | Trouble:
+    """The checked statement, or Trouble when the document is incomplete (retry it). The
+    check's message quotes the document, so it is server text: the token is redacted."""
     body = outcome.body
     try:
-        return FlexStatement._from_root(body, root, day_first)
+        return FlexStatement._from_root(body, root, settings.day_first)
     except FlexError as exc:
-        reason = str(exc)
-    return Trouble(f"a statement that is {reason}")
+        reason = from_server(str(exc), settings.token)
+    return Trouble(f"a statement that is {reason}", outcome.status)
 
 
 def worst_case_seconds(*, max_retries: int, backoff_base: float, timeout: float) -> float:

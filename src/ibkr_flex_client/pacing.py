@@ -95,19 +95,27 @@ class TokenPacer:
         self._mutex = threading.Lock()
 
     async def acquire(
-        self, on_wait: Callable[[float, int | None, str], None] | None = None
+        self,
+        on_wait: Callable[[float, int | None, str], None] | None = None,
+        *,
+        deadline: float = float("inf"),
+        too_late: Callable[[], BaseException] | None = None,
     ) -> None:
         """Wait for this token's next slot. Raises :class:`LockedOutError` after a lock-out.
 
         ``on_wait(seconds, code, reason)`` is told of each wait before it starts; ``code`` is
         1018 when the wait is a throttle backoff, else None. If the wait is
-        cancelled, the slot is given back and nothing else is touched.
+        cancelled, the slot is given back and nothing else is touched. A slot later than
+        ``deadline`` (clock time) is given back at once and ``too_late()`` raised instead.
         """
         while True:
             self._raise_if_locked()
             now = self.clock.now()
             with self._mutex:
                 slot = self.schedule.reserve(now)
+            if slot[0] > deadline:
+                self._release(slot)
+                raise too_late() if too_late is not None else TimeoutError("no slot in time")
             wait = slot[0] - now
             if wait > 0:
                 if on_wait is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import ipaddress
 import platform
 import re
 import xml.etree.ElementTree as ET
@@ -31,6 +33,7 @@ __all__ = [
     "Trouble",
     "check_statement_url",
     "classify",
+    "from_server",
     "get_statement_request",
     "read_get_answer",
     "read_send_answer",
@@ -113,9 +116,10 @@ class HttpRequest:
 
     @property
     def safe_url(self) -> str:
-        """The URL with every parameter but the token, for logs and messages."""
+        """The URL with every parameter but the token, for logs and messages. The URL itself
+        may come from IB's ``<Url>``, so it is redacted too."""
         shown = "&".join(f"{k}={quote(v)}" for k, v in self.params.items() if k != "t")
-        return f"{self.url}?t=***&{shown}"
+        return from_server(f"{self.url}?t=***&{shown}", self.params.get("t", ""))
 
 
 def send_request(
@@ -147,45 +151,117 @@ def get_statement_request(*, url: str, token: str, reference_code: str) -> HttpR
     return HttpRequest(Step.GET_STATEMENT, url, params)
 
 
-def check_statement_url(url: str, base_url: str) -> str:
+# RFC 1035 host names: labels of 1 to 63 letters, digits and hyphens, not starting or ending
+# with a hyphen, 253 characters in all. IB's hosts are plain ASCII names; anything else (an
+# empty label, a 64-character one, an IDN) is not IB, and would only fail later in IDNA.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_MAX_HOST = 253
+
+
+def _is_host_name(host: str) -> bool:
+    if not host or len(host) > _MAX_HOST or not host.isascii():
+        return False
+    return all(_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def check_statement_url(url: str, base_url: str, *, secret: str = "") -> str:
     """Return ``url`` (without query or fragment) if the token may be sent there.
 
     "`<Url>` has pointed at both `ndcdyn` and `gdcdyn`": follow it, but only when it is https on
     an ``interactivebrokers.com`` host on the default port, or on ``base_url``'s own scheme,
-    host and port when a custom ``base_url`` is in use (a proxy, a local simulator). Anything
-    else raises :class:`UnsafeUrlError` and the token goes nowhere.
+    host and port when a custom ``base_url`` is in use (a proxy, a local simulator). The URL
+    must be printable ASCII and its host a well-formed DNS name (or, for ``base_url``'s host,
+    an IP literal). Anything else raises :class:`UnsafeUrlError` and the token goes nowhere;
+    the message shows the URL with ``secret`` (the token, should IB's answer echo it) redacted.
     """
+    text = url.strip()
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(text)
         port = parts.port
     except ValueError:
         parts, port = None, None
-    if parts is not None and parts.hostname and not parts.username and not parts.password:
+    if (
+        parts is not None
+        and parts.hostname
+        and text.isascii()
+        and text.isprintable()
+        and not any(ch.isspace() for ch in text)
+        and not parts.username
+        and not parts.password
+    ):
         host = parts.hostname.lower()
         on_ib = host == IB_DOMAIN or host.endswith("." + IB_DOMAIN)
-        if parts.scheme == "https" and on_ib and port in (None, 443):
+        if parts.scheme == "https" and on_ib and port in (None, 443) and _is_host_name(host):
             return parts._replace(query="", fragment="").geturl()
         base = urlsplit(base_url)
-        if base_url != DEFAULT_BASE_URL and (
-            parts.scheme,
-            host,
-            port,
-        ) == (base.scheme, (base.hostname or "").lower(), base.port):
+        if (
+            base_url != DEFAULT_BASE_URL
+            and (parts.scheme, host, port)
+            == (base.scheme, (base.hostname or "").lower(), base.port)
+            and (_is_host_name(host) or _is_ip_literal(host))
+        ):
             return parts._replace(query="", fragment="").geturl()
-    shown = url if len(url) <= 200 else url[:200] + "..."
     raise UnsafeUrlError(
         f"IB's answer gave a statement URL that is not https on an {IB_DOMAIN} host: "
-        f"{shown!r}; the token was not sent there",
+        f"{from_server(url, secret, limit=200)!r}; the token was not sent there",
         step=Step.SEND_REQUEST,
     )
 
 
+# A secret this long does not occur in prose by chance: it is redacted wherever it stands.
+# A shorter one (no real token is that short) only where it stands alone, so that a
+# one-letter "token" cannot eat the words of a server's message.
+_DISTINCT = 8
+
+
+def _hex_byte(byte: int) -> str:
+    """A pattern for ``%XX`` with either case of hex digit (servers write both)."""
+    return "%" + "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{byte:02x}")
+
+
+@functools.lru_cache(maxsize=16)
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """Every spelling of ``secret`` a URL, a log or an echoing server may hold: each character
+    as itself, percent-encoded in either case, or percent-encoded twice."""
+    parts = []
+    for char in secret:
+        encoded = char.encode("utf-8")
+        once = "".join(_hex_byte(b) for b in encoded)
+        twice = "".join("%25" + _hex_byte(b)[1:] for b in encoded)
+        plus = "|\\+" if char == " " else ""
+        parts.append(f"(?:{re.escape(char)}|{once}|{twice}{plus})")
+    body = "".join(parts)
+    if len(secret) < _DISTINCT:
+        body = f"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])"
+    return re.compile(body)
+
+
 def redact(text: str, secret: str) -> str:
-    """``text`` with every spelling of ``secret`` a URL or a log might hold replaced by ``***``."""
-    for form in {secret, quote(secret, safe=""), quote(secret), quote(secret).replace("%20", "+")}:
-        if form:
-            text = text.replace(form, "***")
-    return text
+    """``text`` with every spelling of ``secret`` replaced by ``***``: as itself, or
+    percent-encoded (once or twice, upper- or lower-case hex).
+
+    For text from outside only (a server's answer, an exception of aiohttp's): our own words
+    never hold the token and never pass through here. A secret shorter than eight
+    characters is taken only where it stands alone, so that it cannot eat words either.
+    """
+    if not secret:
+        return text
+    return _secret_pattern(secret).sub("***", text)
+
+
+def from_server(text: str, secret: str, *, limit: int = 1000) -> str:
+    """A piece of server-supplied text made fit for a message, an event or a log: the
+    token redacted (a server may echo ``t=``), then cut to ``limit`` characters."""
+    text = redact(text, secret)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --- Answers -------------------------------------------------------------------------------
@@ -193,10 +269,15 @@ def redact(text: str, secret: str) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reply:
-    """An HTTP answer as the driver received it: status and raw body bytes."""
+    """An HTTP answer as the driver received it: status and body bytes (decompressed).
+
+    ``root`` is the document already parsed, when the driver parsed the body as it arrived
+    (a statement); then it is not parsed again.
+    """
 
     status: int
     body: bytes
+    root: ET.Element | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -239,6 +320,12 @@ class Reference:
 
 
 _HTML = re.compile(rb"^\s*(<!doctype\s+html|<html)", re.IGNORECASE)
+# IB's codes are four digits; ASCII digits only ('²' is a digit to str.isdigit, not to int()),
+# and few of them: a 5,000-digit "code" is garbage, not a code.
+_ERROR_CODE = re.compile(r"[0-9]{1,9}")
+# IB's reference codes are short digit strings. It goes back out in the GetStatement URL, so
+# anything that could not be one (spaces, markup, a megabyte of text) is refused.
+_REFERENCE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _describe_bad_body(reply: Reply, problem: str) -> Trouble:
@@ -256,53 +343,71 @@ def _text(root: ET.Element, *names: str) -> str | None:
     return None
 
 
-def _read_envelope(reply: Reply, step: Step) -> tuple[ET.Element, IbAnswer | None] | Trouble:
-    """Parse a ``FlexStatementResponse``-style answer; non-2xx and broken bodies are Trouble."""
+def _read_envelope(
+    reply: Reply, step: Step, secret: str
+) -> tuple[ET.Element, IbAnswer | None] | Trouble:
+    """Parse a ``FlexStatementResponse``-style answer; non-2xx and broken bodies are Trouble.
+    Every piece of the answer's text that reaches a message has ``secret`` redacted."""
     if _HTML.match(reply.body[:512]):  # maintenance and 404 pages, whatever the status
         return Trouble(f"an HTML page instead of XML (HTTP {reply.status})", reply.status)
-    try:
-        root = parse_xml(reply.body)
-    except XmlRejectedError as exc:
-        problem = str(exc)
+    if reply.root is not None:
+        root = reply.root
     else:
-        code_text = _text(root, "ErrorCode")
-        if code_text:
-            if not code_text.isdigit():
-                return Trouble(f"an ErrorCode that is not a number: {code_text[:40]!r}")
-            message = _text(root, "ErrorMessage") or ""
-            return root, IbAnswer(int(code_text), message, reply.status)
-        if not 200 <= reply.status < 300:
-            return Trouble(f"HTTP {reply.status} from {step}", reply.status)
-        return root, None
+        try:
+            root = parse_xml(reply.body)
+        except XmlRejectedError as exc:
+            if not 200 <= reply.status < 300:
+                return Trouble(f"HTTP {reply.status} from {step}", reply.status)
+            return _describe_bad_body(reply, from_server(str(exc), secret))
+    code_text = _text(root, "ErrorCode")
+    if code_text:
+        if not _ERROR_CODE.fullmatch(code_text):
+            shown = from_server(code_text, secret, limit=40)
+            return Trouble(f"an ErrorCode that is not a number: {shown!r}", reply.status)
+        message = from_server(_text(root, "ErrorMessage") or "", secret)
+        return root, IbAnswer(int(code_text), message, reply.status)
     if not 200 <= reply.status < 300:
         return Trouble(f"HTTP {reply.status} from {step}", reply.status)
-    return _describe_bad_body(reply, problem)
+    return root, None
 
 
-def read_send_answer(reply: Reply) -> Reference | IbAnswer | Trouble:
-    """Decipher SendRequest's answer. Branch on ErrorCode, not on Status ("The two steps")."""
-    envelope = _read_envelope(reply, Step.SEND_REQUEST)
+def _unexpected(root: ET.Element, step: Step, status: int, secret: str) -> Trouble:
+    tag = from_server(root.tag, secret, limit=40)
+    return Trouble(f"an unexpected <{tag}> answer to {step}", status)
+
+
+def read_send_answer(reply: Reply, *, secret: str = "") -> Reference | IbAnswer | Trouble:
+    """Decipher SendRequest's answer. Branch on ErrorCode, not on Status ("The two steps").
+
+    ``secret`` (the token) is redacted from every piece of the answer that reaches a message:
+    a server may echo the request back.
+    """
+    envelope = _read_envelope(reply, Step.SEND_REQUEST, secret)
     if isinstance(envelope, Trouble):
         return envelope
     root, answer = envelope
     if answer is not None:
         return answer
     if root.tag != "FlexStatementResponse":
-        return Trouble(f"an unexpected <{root.tag[:40]}> answer to SendRequest", reply.status)
+        return _unexpected(root, Step.SEND_REQUEST, reply.status, secret)
     reference = _text(root, "ReferenceCode")
     if not reference:
         return Trouble("a SendRequest answer without a ReferenceCode", reply.status)
+    if not _REFERENCE.fullmatch(reference):
+        shown = from_server(reference, secret, limit=40)
+        return Trouble(f"a ReferenceCode that is not one: {shown!r}", reply.status)
     # IB's sample writes <url>, real answers write <Url>: match either.
     return Reference(reference, _text(root, "Url", "url") or None)
 
 
-def read_get_answer(reply: Reply) -> ET.Element | IbAnswer | Trouble:
+def read_get_answer(reply: Reply, *, secret: str = "") -> ET.Element | IbAnswer | Trouble:
     """Decipher GetStatement's answer: the parsed statement root, an IB code, or Trouble.
 
     The statement itself is checked by :class:`FlexStatement`; a ``FlexQueryResponse`` root is
-    handed back as parsed so the document is parsed once.
+    handed back as parsed so the document is parsed once. ``secret`` as for
+    :func:`read_send_answer`.
     """
-    envelope = _read_envelope(reply, Step.GET_STATEMENT)
+    envelope = _read_envelope(reply, Step.GET_STATEMENT, secret)
     if isinstance(envelope, Trouble):
         return envelope
     root, answer = envelope
@@ -310,7 +415,7 @@ def read_get_answer(reply: Reply) -> ET.Element | IbAnswer | Trouble:
         return answer
     if root.tag == "FlexQueryResponse":
         return root
-    return Trouble(f"an unexpected <{root.tag[:40]}> answer to GetStatement", reply.status)
+    return _unexpected(root, Step.GET_STATEMENT, reply.status, secret)
 
 
 def answer_error(answer: IbAnswer, step: Step, cls: type[FlexError]) -> FlexError:

@@ -1,0 +1,233 @@
+"""Reading one answer's body as it arrives, in bounded memory, into what the flow expects.
+
+Every answer is inflated here in pieces (:mod:`._inflate`), never by the HTTP layer, and fed
+to the XML parser piece by piece, so the size of what we hold depends on what the answer
+*is*, never on how far it inflates:
+
+* Until the root element shows, at most :data:`MAX_PROLOG` bytes.
+* An envelope (SendRequest's answer, GetStatement's 1019 and other codes, an error page): at
+  most :data:`MAX_ENVELOPE` bytes. IB's envelopes are a few hundred bytes; a larger answer
+  that is not a statement is not IB's, and reading stops there.
+* A statement in ``fetch()``: parsed as it arrives, held up to ``max_statement_bytes``.
+* A statement in ``download()``: written to a temporary file beside the target (created only
+  now, when the statement starts) and checked as it arrives, in flat memory.
+
+Text that is not XML at all (an HTML page, garbage) stops the read at once: the flow names
+what it was from the bytes read so far. Between pieces the event loop gets a turn, so a long
+body never holds it for more than one piece's parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+from ._files import discard, new_temp
+from ._inflate import InflateError, Inflater
+from ._xml import XmlFeed, XmlRejectedError
+from .errors import SaveError, StatementError, Step
+from .protocol import Reply, Saved, Trouble, from_server
+from .stream import StatementCheck
+
+__all__ = ["MAX_ENVELOPE", "MAX_PROLOG", "read_body"]
+
+MAX_ENVELOPE = 1024 * 1024
+MAX_PROLOG = 1024 * 1024
+_STATEMENT_ROOT = "FlexQueryResponse"
+
+
+class _Saving:
+    """The statement's way to disk: a temporary file and the streaming check."""
+
+    __slots__ = ("check", "file", "path", "size")
+
+    def __init__(self, target: Path) -> None:
+        self.path = new_temp(target)
+        self.check = StatementCheck()
+        self.size = 0
+        try:
+            self.file: IO[bytes] = self.path.open("wb")
+        except OSError as exc:
+            discard(self.path)
+            raise _save_error(exc, self.path) from None
+
+    def write(self, piece: bytes) -> None:
+        try:
+            self.file.write(piece)
+        except OSError as exc:
+            raise _save_error(exc, self.path) from None
+        self.size += len(piece)
+        self.check.feed(piece)
+
+    async def finish(self) -> None:
+        try:
+            self.file.flush()
+            await asyncio.to_thread(os.fsync, self.file.fileno())
+        except OSError as exc:
+            raise _save_error(exc, self.path) from None
+        finally:
+            self.file.close()
+        self.check.close()
+
+    def abandon(self) -> None:
+        self.file.close()
+        discard(self.path)
+
+
+def _save_error(exc: OSError, path: Path) -> SaveError:
+    return SaveError(f"cannot save the statement: {exc.strerror or exc} writing {str(path)!r}")
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes],
+    *,
+    status: int,
+    step: Step,
+    content_encoding: str | None,
+    save_as: Path | None,
+    max_statement_bytes: int | None,
+    secret: str,
+) -> Reply | Saved | Trouble:
+    """Read ``chunks`` (the raw body) into a :class:`Reply` (with the document parsed when it
+    parsed), a :class:`Saved` statement (``save_as`` set, GetStatement only: the temporary
+    file it went to, which the caller renames), or :class:`Trouble`.
+
+    Raises :class:`StatementError` for a statement over ``max_statement_bytes`` (trying again
+    would not help), :class:`SaveError` when the disk refuses the file.
+    """
+    try:
+        inflater = Inflater(content_encoding)
+    except InflateError as exc:
+        return Trouble(from_server(str(exc), secret), status)
+    reader = _Reader(status, step, save_as, max_statement_bytes)
+    try:
+        async for raw in chunks:
+            for piece in inflater.feed(raw):
+                if not reader.take(piece):
+                    return reader.stopped(secret)
+                await asyncio.sleep(0)  # a long body never holds the loop
+        inflater.finish()
+        return await reader.finish(secret)
+    except InflateError as exc:
+        return Trouble(from_server(str(exc), secret), status)
+    except StatementError as exc:
+        if reader.too_large:
+            raise
+        return Trouble(f"a statement that is {from_server(str(exc), secret)}", status)
+    finally:
+        reader.abandon()
+
+
+class _Reader:
+    """Where each piece goes, as the body reveals what it is."""
+
+    __slots__ = (
+        "body",
+        "feed",
+        "limit",
+        "max_statement",
+        "problem",
+        "root",
+        "save_as",
+        "saving",
+        "status",
+        "step",
+        "too_large",
+    )
+
+    def __init__(
+        self, status: int, step: Step, save_as: Path | None, max_statement: int | None
+    ) -> None:
+        self.status = status
+        self.step = step
+        self.save_as = save_as if step is Step.GET_STATEMENT else None
+        self.max_statement = max_statement
+        self.body = bytearray()
+        self.feed: XmlFeed | None = XmlFeed()
+        self.root: str | None = None
+        self.limit: int | None = MAX_PROLOG
+        self.saving: _Saving | None = None
+        self.problem = ""
+        self.too_large = False
+
+    def take(self, piece: bytes) -> bool:
+        """Handle the next piece; False once reading should stop."""
+        if self.saving is not None:
+            self.saving.write(piece)
+            return True
+        self.body += piece
+        if self.feed is not None:
+            try:
+                self.feed.feed(piece)
+            except XmlRejectedError as exc:
+                # Not XML (or hostile XML): what was read is enough to say what it is.
+                self.feed, self.problem = None, str(exc)
+                return False
+            if self.root is None and self.feed.root_tag is not None:
+                self._root_found(self.feed.root_tag)
+        return self.limit is None or len(self.body) <= self.limit
+
+    def _root_found(self, root: str) -> None:
+        self.root = root
+        if not self._is_statement():
+            self.limit = MAX_ENVELOPE
+        elif self.save_as is not None:
+            self.saving = _Saving(self.save_as)
+            head, self.body, self.feed = bytes(self.body), bytearray(), None
+            self.saving.write(head)
+        else:
+            self.limit = self.max_statement
+
+    def _is_statement(self) -> bool:
+        # An error status with a statement-looking body is an error all the same.
+        return (
+            self.root == _STATEMENT_ROOT
+            and self.step is Step.GET_STATEMENT
+            and 200 <= self.status < 300
+        )
+
+    def stopped(self, secret: str) -> Reply | Trouble:
+        """The answer when reading stopped early."""
+        if self.problem:
+            return Reply(self.status, bytes(self.body))  # the flow says what it looks like
+        if self.root is None:
+            return Trouble(
+                f"no root element in the first {MAX_PROLOG:,} bytes of the answer", self.status
+            )
+        if self._is_statement():
+            self.too_large = True
+            raise StatementError(
+                f"the statement is larger than max_statement_bytes ({self.limit:,} bytes): "
+                "raise it, or use download(), which streams to disk in flat memory"
+            )
+        tag = from_server(self.root, secret, limit=40)
+        return Trouble(
+            f"an answer over {MAX_ENVELOPE:,} bytes that is not a statement (<{tag}>)",
+            self.status,
+        )
+
+    async def finish(self, secret: str) -> Reply | Saved | Trouble:
+        if self.saving is not None:
+            saving, self.saving = self.saving, None
+            try:
+                await saving.finish()
+            except BaseException:
+                discard(saving.path)
+                raise
+            return Saved(self.status, str(saving.path), saving.size)
+        body = bytes(self.body)
+        if self.feed is None or not body.strip():
+            return Reply(self.status, body)
+        try:
+            root = self.feed.close()
+        except XmlRejectedError:
+            return Reply(self.status, body)  # the flow parses it again and says why
+        return Reply(self.status, body, root)
+
+    def abandon(self) -> None:
+        if self.saving is not None:
+            self.saving.abandon()
+            self.saving = None
