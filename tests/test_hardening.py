@@ -31,7 +31,7 @@ from ibkr_flex_client import (
     TransportError,
     UnsafeUrlError,
 )
-from ibkr_flex_client._body import MAX_ENVELOPE
+from ibkr_flex_client._body import MAX_ENVELOPE, MAX_GAP
 from ibkr_flex_client.protocol import (
     DEFAULT_BASE_URL,
     IbAnswer,
@@ -42,6 +42,7 @@ from ibkr_flex_client.protocol import (
     read_get_answer,
     read_send_answer,
 )
+from ibkr_flex_client.stream import check_statement_file
 from ibkr_flex_client.testing import FakeClock, Fault, FlexSimulator, build_statement
 
 from .conftest import TOKEN
@@ -432,3 +433,38 @@ async def test_a_statement_with_an_error_status_is_not_saved(
     with pytest.raises(TransportError, match="HTTP 500"):
         await client_for(attack).download(tmp_path / "s.xml")
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_endless_attribute_is_no_statement_for_fetch_or_download(
+    attack: Attack, tmp_path: Path
+) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        head = b'<FlexQueryResponse><FlexStatements count="1"><x a="'
+        return await attack.stream(request, plain(head, b"a", 256 * MiB))
+
+    attack.get = endless
+    peak, error = await peak_while(client_for(attack, max_retries=3).fetch())
+    assert isinstance(error, StatementError)
+    assert f"more than {MAX_GAP:,} bytes without a tag" in str(error)
+    assert peak < 6 * MAX_GAP  # the bytes so far, and the parser's copy of the open token
+    with pytest.raises(StatementError, match="without a tag"):
+        await client_for(attack, max_retries=3).download(tmp_path / "s.xml")
+    assert list(tmp_path.iterdir()) == []
+    assert attack.sent["GetStatement"] == 2  # one each: trying again would not change it
+
+
+def test_download_judges_headers_as_flex_statement_does(tmp_path: Path) -> None:
+    # One header can only be dd/MM, the other only MM/dd: FlexStatement refuses the file.
+    document = (
+        b'<FlexQueryResponse><FlexStatements count="2">'
+        b'<FlexStatement accountId="U1" fromDate="13/01/2026" toDate="13/01/2026"/>'
+        b'<FlexStatement accountId="U2" fromDate="01/13/2026" toDate="01/13/2026"/>'
+        b"</FlexStatements></FlexQueryResponse>"
+    )
+    path = tmp_path / "s.xml"
+    path.write_bytes(document)
+    with pytest.raises(StatementError, match="Flex statement header") as library:
+        FlexStatement.from_file(path)
+    with pytest.raises(StatementError) as streamed:
+        check_statement_file(path)
+    assert str(streamed.value) == str(library.value)

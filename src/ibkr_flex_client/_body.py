@@ -32,10 +32,14 @@ from .errors import SaveError, StatementError, Step
 from .protocol import Reply, Saved, Trouble, from_server
 from .stream import StatementCheck
 
-__all__ = ["MAX_ENVELOPE", "MAX_PROLOG", "read_body"]
+__all__ = ["MAX_ENVELOPE", "MAX_GAP", "MAX_PROLOG", "read_body"]
 
 MAX_ENVELOPE = 1024 * 1024
 MAX_PROLOG = 1024 * 1024
+# IB writes every value of a statement in an attribute of a row, and rows are short: no
+# statement has megabytes between two tags. An answer that does (one endless attribute or
+# run of text) is refused here, before the parser would have to hold it whole.
+MAX_GAP = 8 * 1024 * 1024
 _STATEMENT_ROOT = "FlexQueryResponse"
 
 
@@ -114,7 +118,7 @@ async def read_body(
     except InflateError as exc:
         return Trouble(from_server(str(exc), secret), status)
     except StatementError as exc:
-        if reader.too_large:
+        if reader.fatal:
             raise
         return Trouble(f"a statement that is {from_server(str(exc), secret)}", status)
     finally:
@@ -135,7 +139,8 @@ class _Reader:
         "saving",
         "status",
         "step",
-        "too_large",
+        "fatal",
+        "gap",
     )
 
     def __init__(
@@ -151,10 +156,13 @@ class _Reader:
         self.limit: int | None = MAX_PROLOG
         self.saving: _Saving | None = None
         self.problem = ""
-        self.too_large = False
+        self.fatal = False  # a refusal that trying again would not change
+        self.gap = 0  # bytes since the last "<", once the statement has started
 
     def take(self, piece: bytes) -> bool:
         """Handle the next piece; False once reading should stop."""
+        if self.root is not None and self._is_statement():
+            self._mind_the_gap(piece)
         if self.saving is not None:
             self.saving.write(piece)
             return True
@@ -181,6 +189,16 @@ class _Reader:
         else:
             self.limit = self.max_statement
 
+    def _mind_the_gap(self, piece: bytes) -> None:
+        last = piece.rfind(b"<")
+        self.gap = self.gap + len(piece) if last < 0 else len(piece) - last - 1
+        if self.gap > MAX_GAP:
+            self.fatal = True
+            raise StatementError(
+                f"not a Flex statement: more than {MAX_GAP:,} bytes without a tag "
+                "(IB writes every value in an attribute of a short row)"
+            )
+
     def _is_statement(self) -> bool:
         # An error status with a statement-looking body is an error all the same.
         return (
@@ -198,7 +216,7 @@ class _Reader:
                 f"no root element in the first {MAX_PROLOG:,} bytes of the answer", self.status
             )
         if self._is_statement():
-            self.too_large = True
+            self.fatal = True
             raise StatementError(
                 f"the statement is larger than max_statement_bytes ({self.limit:,} bytes): "
                 "raise it, or use download(), which streams to disk in flat memory"

@@ -37,9 +37,11 @@ __all__ = ["DEFAULT_MAX_STATEMENT_BYTES", "FlexClient", "fetch_statement"]
 logger = logging.getLogger("ibkr_flex_client")
 
 CHUNK = 64 * 1024
-# fetch() holds the statement in memory; past this it refuses it (download() has no cap).
-# 512 MiB is some two million trades: ten times the largest statements users report.
-DEFAULT_MAX_STATEMENT_BYTES = 512 * 1024 * 1024
+# fetch() holds the statement, and its parsed tree, in memory: the tree of a real statement
+# takes about 6 times its size (more for a hostile one of tiny elements), so 128 MiB (about
+# half a million trades) already means some 800 MB. Past it fetch() refuses the statement;
+# download() streams to disk in flat memory and has no cap.
+DEFAULT_MAX_STATEMENT_BYTES = 128 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -79,8 +81,8 @@ class FlexClient:
         clock: what the client sleeps on; tests pass ``testing.FakeClock`` to skip real waits.
         max_statement_bytes: the largest statement :meth:`fetch` holds in memory (it is
             parsed as it arrives); a larger one raises :class:`StatementError`. At least
-            1 MiB, or ``None`` for no limit; by default 512 MiB. :meth:`download` streams to
-            disk and has no limit.
+            1 MiB, or ``None`` for no limit; by default 128 MiB (the parsed tree takes about six
+            times the statement's size). :meth:`download` streams to disk and has no limit.
     """
 
     def __init__(
