@@ -130,7 +130,9 @@ class _Reader:
 
     __slots__ = (
         "body",
+        "fatal",
         "feed",
+        "gap",
         "limit",
         "max_statement",
         "problem",
@@ -139,8 +141,6 @@ class _Reader:
         "saving",
         "status",
         "step",
-        "fatal",
-        "gap",
     )
 
     def __init__(
