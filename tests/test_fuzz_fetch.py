@@ -55,6 +55,8 @@ from ibkr_flex_client import (
 )
 from ibkr_flex_client.testing import IB_MESSAGES, FakeClock, build_statement
 
+from .support import chain
+
 # Characters URL-encoding changes, so every spelling of the token can be hunted for.
 TOKEN = "Sec+ret/Tok=en%7e"
 IB_DOMAIN = "interactivebrokers.com"
@@ -440,20 +442,6 @@ def run(
         if target.exists():
             observed.saved = target.read_bytes()
     return observed
-
-
-def chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and every exception behind it (``__cause__``, ``__context__``, groups)."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [error]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [current.__cause__, current.__context__]
-        stack += list(getattr(current, "exceptions", ()))
 
 
 def where(error: BaseException) -> str:

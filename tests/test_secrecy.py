@@ -13,21 +13,11 @@ import pytest
 from ibkr_flex_client import FlexClient, FlexError
 from ibkr_flex_client.testing import FakeClock, Fault, FlexSimulator
 
+from .support import chain
+
 # Characters that URL-encoding changes, so every spelling of the token is hunted for.
 SECRET = "Sec+ret/Tok=en%7e"
 SPELLINGS = {SECRET, quote(SECRET), quote(SECRET, safe=""), SECRET.replace("+", " ")}
-
-
-def chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [error]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [current.__cause__, current.__context__]
 
 
 def texts_of(error: BaseException) -> Iterator[str]:
