@@ -31,7 +31,7 @@ from ibkr_flex_client import (
     TransportError,
     UnsafeUrlError,
 )
-from ibkr_flex_client._body import MAX_ENVELOPE, MAX_GAP
+from ibkr_flex_client._body import BYTES_PER_UNIT, MAX_ENVELOPE, MAX_GAP
 from ibkr_flex_client.protocol import (
     DEFAULT_BASE_URL,
     IbAnswer,
@@ -45,7 +45,7 @@ from ibkr_flex_client.protocol import (
 from ibkr_flex_client.stream import check_statement_file
 from ibkr_flex_client.testing import FakeClock, Fault, FlexSimulator, build_statement
 
-from .conftest import TOKEN
+from .conftest import DATA, TOKEN
 
 MakeClient = Callable[..., FlexClient]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -468,3 +468,25 @@ def test_download_judges_headers_as_flex_statement_does(tmp_path: Path) -> None:
     with pytest.raises(StatementError) as streamed:
         check_statement_file(path)
     assert str(streamed.value) == str(library.value)
+
+
+async def test_a_statement_of_tiny_elements_is_refused_before_its_tree_fills_memory(
+    attack: Attack,
+) -> None:
+    async def tiny(request: web.Request) -> web.StreamResponse:
+        head = b'<FlexQueryResponse><FlexStatements count="1"><Trades>'
+        return await attack.stream(request, plain(head, b'<r a="1"/>', 256 * MiB))
+
+    attack.get = tiny
+    peak, error = await peak_while(client_for(attack, max_retries=3).fetch())
+    assert isinstance(error, StatementError)
+    assert "more than one element or attribute per 8 bytes" in str(error)
+    assert attack.sent["GetStatement"] == 1
+    assert peak < 48 * MiB
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.xml")), ids=lambda p: p.name)
+def test_real_statements_are_far_from_the_density_limit(path: Path) -> None:
+    for document in (path.read_bytes(), build_statement()):
+        units = document.count(b"<") + document.count(b"=")
+        assert len(document) / units > 2 * BYTES_PER_UNIT

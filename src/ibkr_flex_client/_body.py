@@ -40,6 +40,10 @@ MAX_PROLOG = 1024 * 1024
 # statement has megabytes between two tags. An answer that does (one endless attribute or
 # run of text) is refused here, before the parser would have to hold it whole.
 MAX_GAP = 8 * 1024 * 1024
+# A real row spends 13 bytes or more on each attribute (accountId="U1234567" …); a body of
+# one element or attribute per few bytes would make a tree many times its size.
+BYTES_PER_UNIT = 8
+SPARE_UNITS = 65536
 _STATEMENT_ROOT = "FlexQueryResponse"
 
 
@@ -135,12 +139,14 @@ class _Reader:
         "gap",
         "limit",
         "max_statement",
+        "parsed",
         "problem",
         "root",
         "save_as",
         "saving",
         "status",
         "step",
+        "units",
     )
 
     def __init__(
@@ -158,11 +164,15 @@ class _Reader:
         self.problem = ""
         self.fatal = False  # a refusal that trying again would not change
         self.gap = 0  # bytes since the last "<", once the statement has started
+        self.units = 0  # "<" and "=" in the statement fetch() is parsing
+        self.parsed = 0  # bytes of it
 
     def take(self, piece: bytes) -> bool:
         """Handle the next piece; False once reading should stop."""
         if self.root is not None and self._is_statement():
             self._mind_the_gap(piece)
+            if self.saving is None:
+                self._mind_the_density(piece)
         if self.saving is not None:
             self.saving.write(piece)
             return True
@@ -197,6 +207,20 @@ class _Reader:
             raise StatementError(
                 f"not a Flex statement: more than {MAX_GAP:,} bytes without a tag "
                 "(IB writes every value in an attribute of a short row)"
+            )
+
+    def _mind_the_density(self, piece: bytes) -> None:
+        # The parsed tree costs some 100 bytes per element and per attribute, whatever their
+        # size in the document: counting "<" and "=" keeps what a hostile body of tiny
+        # elements can cost in proportion to its bytes, where real rows are.
+        self.units += piece.count(b"<") + piece.count(b"=")
+        self.parsed += len(piece)
+        if self.units > self.parsed // BYTES_PER_UNIT + SPARE_UNITS:
+            self.fatal = True
+            raise StatementError(
+                f"not a Flex statement: more than one element or attribute per "
+                f"{BYTES_PER_UNIT} bytes (IB's rows carry longer values); refused before its "
+                "tree fills memory"
             )
 
     def _is_statement(self) -> bool:
