@@ -8,7 +8,9 @@ Each measurement is one fresh process running one ``fetch()`` against a server o
 * a GetStatement answer that is a 2 MB gzip bomb, and one that is a 2 MB deflate bomb, each
   inflating to a statement's first bytes followed by 2 GiB of spaces;
 * a plain 2 GiB GetStatement body streamed by the server as it goes (never held in memory):
-  a statement's first bytes then spaces, and random bytes that are not XML.
+  a statement's first bytes then spaces; random bytes that are not XML; a statement's first
+  bytes then tiny rows; and rows just dense enough to pass the density rule, which only
+  ``max_statement_bytes`` stops: the honest worst case of a body that could be a statement.
 
 Each is measured against a baseline, the same process fetching a tiny normal statement, in
 the order baseline, attack, baseline, attack (3 pairs); the table shows the median of the
@@ -71,6 +73,12 @@ CASES = (
     Case("get-deflate", "GetStatement: 2 MB deflate bomb, 2 GiB inflated"),
     Case("get-plain-xml", "GetStatement: plain 2 GiB, a statement's start then spaces"),
     Case("get-plain-random", "GetStatement: plain 2 GiB of random bytes"),
+    Case("get-plain-rows", "GetStatement: plain 2 GiB, a statement's start then tiny rows"),
+    Case(
+        "get-plain-dense",
+        "GetStatement: plain 2 GiB, a statement's start then rows as dense as max_statement_bytes"
+        " and the density rule allow",
+    ),
 )
 BOMBS = {  # case: (file name, zlib wbits, first bytes, filler byte, inflated size)
     "send-gzip": ("send-gzip.bin", 31, b"", b"\0", GIB),
@@ -136,6 +144,13 @@ async def _answer(case: str, folder: Path, port: int, step: str, w: asyncio.Stre
         w.write(_head(200, len(body)) + body)
     elif case == "get-plain-xml":
         await _stream(w, STATEMENT_START, b" " * MIB, 2 * GIB)
+    elif case == "get-plain-rows":
+        rows_start = STATEMENT_START.removesuffix(b'<x a="')
+        await _stream(w, rows_start, b'<r a="1"/>' * (MIB // 10), 2 * GIB)
+    elif case == "get-plain-dense":
+        rows_start = STATEMENT_START.removesuffix(b'<x a="')
+        row = b'<r a="1234567890" b="1234567890" c="1234567890"/>'  # 6.1 bytes a unit
+        await _stream(w, rows_start, row * (MIB // len(row)), 2 * GIB)
     elif case == "get-plain-random":
         await _stream(w, b"", os.urandom(MIB), 2 * GIB)
     else:

@@ -40,9 +40,13 @@ MAX_PROLOG = 1024 * 1024
 # statement has megabytes between two tags. An answer that does (one endless attribute or
 # run of text) is refused here, before the parser would have to hold it whole.
 MAX_GAP = 8 * 1024 * 1024
-# A real row spends 13 bytes or more on each attribute (accountId="U1234567" …); a body of
-# one element or attribute per few bytes would make a tree many times its size.
-BYTES_PER_UNIT = 8
+# What a parsed tree costs is about 400 bytes per element and 80 per attribute, whatever
+# their size in the document. Weighing an element as 5 units and an attribute as 1, real
+# statements spend 12 to 18 bytes per unit (rows of dozens of attributes with real values);
+# a body spending fewer than 6 would make a tree of over 12 times its size (a real
+# statement's is about 6) and is refused before it does.
+ELEMENT_UNITS = 5
+BYTES_PER_UNIT = 6
 SPARE_UNITS = 65536
 _STATEMENT_ROOT = "FlexQueryResponse"
 
@@ -210,17 +214,16 @@ class _Reader:
             )
 
     def _mind_the_density(self, piece: bytes) -> None:
-        # The parsed tree costs some 100 bytes per element and per attribute, whatever their
-        # size in the document: counting "<" and "=" keeps what a hostile body of tiny
-        # elements can cost in proportion to its bytes, where real rows are.
-        self.units += piece.count(b"<") + piece.count(b"=")
+        # Counting "<" (elements) and "=" (attributes) costs nothing next to parsing, and
+        # keeps a hostile body of tiny elements from growing a tree out of proportion.
+        self.units += ELEMENT_UNITS * piece.count(b"<") + piece.count(b"=")
         self.parsed += len(piece)
         if self.units > self.parsed // BYTES_PER_UNIT + SPARE_UNITS:
             self.fatal = True
             raise StatementError(
-                f"not a Flex statement: more than one element or attribute per "
-                f"{BYTES_PER_UNIT} bytes (IB's rows carry longer values); refused before its "
-                "tree fills memory"
+                "not a Flex statement: too many elements and attributes for its size (its "
+                "tree would be over 12 times as large; a real statement's is about 6 times); "
+                "refused before the tree fills memory"
             )
 
     def _is_statement(self) -> bool:
