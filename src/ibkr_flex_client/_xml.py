@@ -109,6 +109,41 @@ class _RootReached(Exception):  # noqa: N818 - a signal to stop, not an error
     """Raised from expat's start-element handler: the prolog is over."""
 
 
+# Flex statements use no XML namespaces, and ElementTree keeps a copy of every distinct
+# "{uri}name" for the parser's life: one long namespace URI and many short names make a
+# small body cost gigabytes, and the URI is copied for every element. So a namespace
+# declaration ("xmlns") is refused, wherever it stands. It is looked for in the document's
+# bytes in every encoding expat reads without a conversion table (UTF-8 and one-byte
+# ASCII-compatible codings, UTF-16, UTF-32); a declared encoding in which "xmlns" is none of
+# these bytes (EBCDIC, say) is refused outright.
+_XMLNS = "xmlns"
+_XMLNS_FORMS = tuple(
+    {
+        _XMLNS.encode(codec)
+        for codec in ("ascii", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+    }
+)
+_XMLNS_TAIL = max(len(form) for form in _XMLNS_FORMS) - 1
+_NAMESPACE = "a namespace declaration (xmlns), which no Flex statement has"
+
+
+def _namespace_in(data: bytes | memoryview) -> bool:
+    return any(form in data for form in _XMLNS_FORMS)
+
+
+def _check_encoding(_version: str | None, encoding: str | None, _standalone: int) -> None:
+    """expat's XmlDeclHandler: refuse a declared encoding whose markup is not ASCII bytes."""
+    if not encoding or encoding.lower().replace("_", "-").startswith(("utf-16", "utf-32")):
+        return
+    try:
+        markup = f'<{_XMLNS}="'
+        ascii_markup = markup.encode(encoding) == markup.encode("ascii")
+    except (LookupError, UnicodeError, ValueError):
+        return  # expat itself refuses an encoding it does not know
+    if not ascii_markup:
+        raise XmlRejectedError(f"a document in {encoding[:40]!r}, whose markup is not ASCII")
+
+
 class _Prolog:
     """expat over a document's start, up to the root's start tag, refusing a DTD on the way."""
 
@@ -121,6 +156,8 @@ class _Prolog:
         parser.EntityDeclHandler = _refuse("an entity declaration")
         parser.UnparsedEntityDeclHandler = _refuse("an entity declaration")
         parser.ExternalEntityRefHandler = _refuse("an external entity reference")
+        parser.StartNamespaceDeclHandler = _refuse(_NAMESPACE)
+        parser.XmlDeclHandler = _check_encoding
         parser.StartElementHandler = self._root_started
         # expat >= 2.6 may put off parsing a cut-off token; `pending` assumes it does not.
         switch: Callable[[bool], None] | None = getattr(parser, "SetReparseDeferralEnabled", None)
@@ -170,6 +207,8 @@ def parse_xml(data: bytes | str) -> ET.Element:
             raise XmlLimitError(_NO_ROOT)
         if not data.strip():
             raise XmlRejectedError("the document is empty")
+    if (_XMLNS in data) if isinstance(data, str) else _namespace_in(data):
+        raise XmlRejectedError(_NAMESPACE)
     try:
         return ET.fromstring(data)
     except _FAILURES as exc:
@@ -205,6 +244,7 @@ class _Push:
         "_queued",
         "_root_tag",
         "_stall",
+        "_tail",
         "_text_prolog",
         "_unseen",
         "_unseen_size",
@@ -230,6 +270,7 @@ class _Push:
         self._error: XmlRejectedError | None = None
         self._closed = False
         self._text_prolog = False  # the bytes were made UTF-8: tell the tree parser so
+        self._tail = b""  # the last bytes seen, for an "xmlns" cut in two by pieces
 
     @property
     def root_tag(self) -> str | None:
@@ -243,7 +284,16 @@ class _Push:
         if self._closed:
             raise RuntimeError("the document was closed")
 
+    @property
+    def stalled(self) -> int:
+        """Bytes taken since the tree parser last reported an event (fed, or held back while
+        one token is still open): what one comment, attribute or run of text costs so far."""
+        return self._stall + self._queued if self._stall else 0
+
     def _take(self, piece: bytes) -> None:
+        if _namespace_in(self._tail + piece[:_XMLNS_TAIL]) or _namespace_in(piece):
+            raise XmlRejectedError(_NAMESPACE)
+        self._tail = (self._tail + piece)[-_XMLNS_TAIL:]
         if self._prolog is None:
             self._queue.append(piece)
             self._queued += len(piece)
