@@ -32,6 +32,7 @@ from ibkr_flex_client import (
     UnsafeUrlError,
 )
 from ibkr_flex_client._body import BYTES_PER_UNIT, ELEMENT_UNITS, MAX_ENVELOPE, MAX_GAP
+from ibkr_flex_client._files import open_temp
 from ibkr_flex_client.protocol import (
     DEFAULT_BASE_URL,
     IbAnswer,
@@ -445,9 +446,9 @@ async def test_an_endless_attribute_is_no_statement_for_fetch_or_download(
     attack.get = endless
     peak, error = await peak_while(client_for(attack, max_retries=3).fetch())
     assert isinstance(error, StatementError)
-    assert f"more than {MAX_GAP:,} bytes without a tag" in str(error)
+    assert f"more than {MAX_GAP:,} bytes in one attribute, text, comment" in str(error)
     assert peak < 6 * MAX_GAP  # the bytes so far, and the parser's copy of the open token
-    with pytest.raises(StatementError, match="without a tag"):
+    with pytest.raises(StatementError, match="bytes in one attribute"):
         await client_for(attack, max_retries=3).download(tmp_path / "s.xml")
     assert list(tmp_path.iterdir()) == []
     assert attack.sent["GetStatement"] == 2  # one each: trying again would not change it
@@ -490,3 +491,67 @@ def test_real_statements_are_far_from_the_density_limit(path: Path) -> None:
     for document in (path.read_bytes(), build_statement()):
         units = ELEMENT_UNITS * document.count(b"<") + document.count(b"=")
         assert len(document) / units > 2 * BYTES_PER_UNIT
+
+
+@pytest.mark.parametrize(
+    ("opening", "filler"),
+    [(b"<!--", b"-<"), (b"<![CDATA[", b"a<"), (b"<?pi ", b"a<")],
+    ids=["comment", "cdata", "pi"],
+)
+async def test_an_endless_comment_cdata_or_pi_is_refused_by_fetch_and_download(
+    attack: Attack, tmp_path: Path, opening: bytes, filler: bytes
+) -> None:
+    # A "<" now and then inside the token: counting bytes between "<"s would not see it.
+    async def endless(request: web.Request) -> web.StreamResponse:
+        head = b'<FlexQueryResponse><FlexStatements count="1">' + opening
+        return await attack.stream(request, plain(head, filler + b"x" * (MiB - 2), 256 * MiB))
+
+    attack.get = endless
+    peak, error = await peak_while(client_for(attack).fetch())
+    assert isinstance(error, StatementError)
+    assert "bytes in one attribute, text, comment or other token" in str(error)
+    assert peak < 6 * MAX_GAP
+    with pytest.raises(StatementError, match="bytes in one attribute"):
+        await client_for(attack).download(tmp_path / "s.xml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_part_is_written_through_its_descriptor_never_reopened(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    temp, file = open_temp(tmp_path / "s.xml")
+    temp.unlink()
+    temp.symlink_to(victim)  # swapped in between creating the part and writing it
+    with file:
+        file.write(b"<FlexQueryResponse/>")
+    assert victim.read_bytes() == b"precious"
+
+
+async def test_a_content_encoding_echoing_the_token_is_redacted(attack: Attack) -> None:
+    token = "AbCdEf+/%=123456789012XYZ"
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"x", headers={"Content-Encoding": f"x-{token}"})
+
+    attack.get = echo
+    with pytest.raises(TransportError) as caught:
+        await client_for(attack, token=token).fetch()
+    assert "content coding" in str(caught.value)
+    assert token not in str(caught.value)
+    assert token.lower() not in str(caught.value).lower()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"timeout": 1e-300}, "timeout"),
+        ({"timeout": 0.05}, "timeout"),
+        ({"query_id": "1\n2"}, "query_id"),
+        ({"query_id": "7" * 65}, "query_id"),
+    ],
+)
+def test_settings_that_would_only_spend_requests_are_refused(
+    options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        FlexClient(**({"token": TOKEN, "query_id": "1"} | options))

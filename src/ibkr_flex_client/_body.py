@@ -23,9 +23,8 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
 
-from ._files import discard, new_temp
+from ._files import discard, open_temp
 from ._inflate import InflateError, Inflater
 from ._xml import XmlFeed, XmlRejectedError
 from .errors import SaveError, StatementError, Step
@@ -37,8 +36,8 @@ __all__ = ["MAX_ENVELOPE", "MAX_GAP", "MAX_PROLOG", "read_body"]
 MAX_ENVELOPE = 1024 * 1024
 MAX_PROLOG = 1024 * 1024
 # IB writes every value of a statement in an attribute of a row, and rows are short: no
-# statement has megabytes between two tags. An answer that does (one endless attribute or
-# run of text) is refused here, before the parser would have to hold it whole.
+# statement has a token (an attribute, a run of text, a comment, a CDATA section) of
+# megabytes. An answer that does is refused here, before the parser would hold it whole.
 MAX_GAP = 8 * 1024 * 1024
 # What a parsed tree costs is about 400 bytes per element and 80 per attribute, whatever
 # their size in the document. Weighing an element as 5 units and an attribute as 1, real
@@ -57,14 +56,9 @@ class _Saving:
     __slots__ = ("check", "file", "path", "size")
 
     def __init__(self, target: Path) -> None:
-        self.path = new_temp(target)
+        self.path, self.file = open_temp(target)
         self.check = StatementCheck()
         self.size = 0
-        try:
-            self.file: IO[bytes] = self.path.open("wb")
-        except OSError as exc:
-            discard(self.path)
-            raise _save_error(exc, self.path) from None
 
     def write(self, piece: bytes) -> None:
         try:
@@ -140,7 +134,6 @@ class _Reader:
         "body",
         "fatal",
         "feed",
-        "gap",
         "limit",
         "max_statement",
         "parsed",
@@ -167,19 +160,17 @@ class _Reader:
         self.saving: _Saving | None = None
         self.problem = ""
         self.fatal = False  # a refusal that trying again would not change
-        self.gap = 0  # bytes since the last "<", once the statement has started
         self.units = 0  # "<" and "=" in the statement fetch() is parsing
         self.parsed = 0  # bytes of it
 
     def take(self, piece: bytes) -> bool:
         """Handle the next piece; False once reading should stop."""
-        if self.root is not None and self._is_statement():
-            self._mind_the_gap(piece)
-            if self.saving is None:
-                self._mind_the_density(piece)
         if self.saving is not None:
             self.saving.write(piece)
+            self._mind_the_gap(self.saving.check.stalled)
             return True
+        if self.root is not None and self._is_statement():
+            self._mind_the_density(piece)
         self.body += piece
         if self.feed is not None:
             try:
@@ -190,6 +181,8 @@ class _Reader:
                 return False
             if self.root is None and self.feed.root_tag is not None:
                 self._root_found(self.feed.root_tag)
+            elif self._is_statement():
+                self._mind_the_gap(self.feed.stalled)
         return self.limit is None or len(self.body) <= self.limit
 
     def _root_found(self, root: str) -> None:
@@ -203,14 +196,12 @@ class _Reader:
         else:
             self.limit = self.max_statement
 
-    def _mind_the_gap(self, piece: bytes) -> None:
-        last = piece.rfind(b"<")
-        self.gap = self.gap + len(piece) if last < 0 else len(piece) - last - 1
-        if self.gap > MAX_GAP:
+    def _mind_the_gap(self, stalled: int) -> None:
+        if stalled > MAX_GAP:
             self.fatal = True
             raise StatementError(
-                f"not a Flex statement: more than {MAX_GAP:,} bytes without a tag "
-                "(IB writes every value in an attribute of a short row)"
+                f"not a Flex statement: more than {MAX_GAP:,} bytes in one attribute, text, "
+                "comment or other token (IB writes every value in an attribute of a short row)"
             )
 
     def _mind_the_density(self, piece: bytes) -> None:

@@ -223,6 +223,11 @@ class StatementCheck:
         """The root element's name once its start tag has been read; None before."""
         return self._xml.root_tag
 
+    @property
+    def stalled(self) -> int:
+        """Bytes taken since the parser last finished a token (see ``XmlStream.stalled``)."""
+        return self._xml.stalled
+
     def feed(self, data: bytes) -> None:
         """Check the next piece of the statement."""
         self._run(data)
