@@ -24,7 +24,15 @@ from typing import IO
 
 from .errors import SaveError
 
-__all__ = ["atomic_output", "check_target", "discard", "new_temp", "remove_stale_parts", "replace"]
+__all__ = [
+    "atomic_output",
+    "check_target",
+    "discard",
+    "new_temp",
+    "open_temp",
+    "remove_stale_parts",
+    "replace",
+]
 
 SUFFIX = ".ibkr-part"
 # How much of the target's name the temporary name keeps, in bytes: enough to tell which file
@@ -78,14 +86,17 @@ def _unwritable(target: Path) -> str | None:
     return None
 
 
-def new_temp(target: Path) -> Path:
-    """An empty file beside ``target`` (same file system: the rename is atomic), readable by
-    its owner only; :class:`SaveError` if the directory does not take it, or
-    :func:`check_target` refuses ``target``.
+def open_temp(target: Path) -> tuple[Path, IO[bytes]]:
+    """A new, empty file beside ``target`` (same file system: the rename is atomic), readable
+    by its owner only, open for writing; :class:`SaveError` if the directory does not take
+    it, or :func:`check_target` refuses ``target``.
 
-    Stale parts of earlier writers in that directory are removed first (see
-    :func:`remove_stale_parts`): this is the one moment a part is added, so the directory
-    never collects more than the live writers' parts and a day's worth of others.
+    The file is written through the descriptor that created it (``O_EXCL | O_NOFOLLOW``),
+    never reopened by name, so nothing swapped in at that name meanwhile (a symlink to
+    another file) is ever written to. Stale parts of earlier writers in that directory are
+    removed first (see :func:`remove_stale_parts`): this is the one moment a part is added,
+    so the directory never collects more than the live writers' parts and a day's worth of
+    others.
     """
     check_target(target)
     remove_stale_parts(target.parent)
@@ -93,15 +104,23 @@ def new_temp(target: Path) -> Path:
     for _ in range(8):  # a name taken (by chance, or by an attacker guessing): draw again
         temp = target.parent / _temp_name(target.name)
         try:
-            os.close(os.open(temp, _CREATE, 0o600))
+            handle = os.open(temp, _CREATE, 0o600)
         except FileExistsError:
             reason = "no free temporary name"
             continue
         except OSError as exc:
             reason = f"{exc.strerror or exc} in {str(target.parent)!r}"
             break
-        return temp
+        return temp, os.fdopen(handle, "wb")
     raise SaveError(f"cannot write {str(target)!r}: {reason}")
+
+
+def new_temp(target: Path) -> Path:
+    """:func:`open_temp`, closed at once: the empty part, for a caller that only needs its
+    name (tests, and a writer that holds the part to show it is live)."""
+    temp, file = open_temp(target)
+    file.close()
+    return temp
 
 
 def remove_stale_parts(directory: Path) -> None:
@@ -150,9 +169,9 @@ def discard(path: Path) -> None:
 def atomic_output(target: Path) -> Iterator[IO[bytes]]:
     """A binary file that appears at ``target`` only if the block completes: flushed to disk
     and renamed over it. On any error, ``target`` is as it was and no temporary file stays."""
-    temp = new_temp(target)
+    temp, file = open_temp(target)
     try:
-        with temp.open("wb") as out:
+        with file as out:
             yield out
             out.flush()
             os.fsync(out.fileno())

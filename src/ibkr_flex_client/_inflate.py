@@ -41,8 +41,11 @@ class Inflater:
     def __init__(self, content_encoding: str | None) -> None:
         coding = (content_encoding or "identity").strip().lower()
         if coding not in ("identity", "gzip", "x-gzip", "deflate"):
-            shown = coding if len(coding) <= 40 else coding[:40] + "..."
-            raise InflateError(f"a body in content coding {shown!r}, which was not asked for")
+            # The header as sent (the caller redacts and cuts it): lower-cased or cut first,
+            # an echoed token would no longer be recognised.
+            raise InflateError(
+                f"a body in content coding {content_encoding!r}, which was not asked for"
+            )
         self._coding = coding
         self._inflater: zlib._Decompress | None = None
         self._members = 0

@@ -31,6 +31,10 @@ MAX_RANGE_DAYS = 365
 # ten minutes of IB's whole per-token budget; a 10-minute stall is no longer a slow server.
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT = 600.0
+# Below this an attempt cannot even connect, and every request would be spent for nothing.
+MIN_TIMEOUT = 0.1
+# IB's query ids are short digit strings; this leaves room for anything a proxy may use.
+MAX_QUERY_ID = 64
 # A cap on the statement held in memory below this would refuse ordinary statements.
 MIN_STATEMENT_CAP = 1024 * 1024
 
@@ -89,13 +93,13 @@ def _check_period(period: object, *, has_dates: bool) -> None:
         raise ValueError("give period or from_date/to_date, not both")
 
 
-def _check_seconds(name: str, value: object, maximum: float) -> float:
+def _check_seconds(name: str, value: object, maximum: float, minimum: float = 0.0) -> float:
+    """A finite number of seconds, above 0 (or at least ``minimum``), at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or not 0 < value <= maximum:
-        raise ValueError(
-            f"{name} must be more than 0 and at most {maximum:g} seconds, got {value!r}"
-        )
+    low = f"at least {minimum:g}" if minimum else "more than 0"
+    if not math.isfinite(value) or value <= 0 or value < minimum or value > maximum:
+        raise ValueError(f"{name} must be {low} and at most {maximum:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -161,6 +165,11 @@ def check_settings(
     query = str(query_id).strip()
     if not query:
         raise ValueError("query_id must be a non-empty string")
+    if len(query) > MAX_QUERY_ID or any(ch.isspace() or not ch.isprintable() for ch in query):
+        raise ValueError(
+            f"query_id must be at most {MAX_QUERY_ID} printable characters without spaces, "
+            f"got {query[:80]!r}"
+        )
     start, end = check_dates(from_date, to_date)
     if period is not None:
         _check_period(period, has_dates=start is not None)
@@ -182,7 +191,7 @@ def check_settings(
             period=period if isinstance(period, int) else None,
             day_first=day_first,
         ),
-        timeout=_check_seconds("timeout", timeout, MAX_TIMEOUT),
+        timeout=_check_seconds("timeout", timeout, MAX_TIMEOUT, MIN_TIMEOUT),
         user_agent=user_agent or None,
         max_statement_bytes=max_statement_bytes if isinstance(max_statement_bytes, int) else None,
     )
