@@ -39,12 +39,13 @@ MAX_PROLOG = 1024 * 1024
 # statement has a token (an attribute, a run of text, a comment, a CDATA section) of
 # megabytes. An answer that does is refused here, before the parser would hold it whole.
 MAX_GAP = 8 * 1024 * 1024
-# What a parsed tree costs is about 400 bytes per element and 80 per attribute, whatever
-# their size in the document. Weighing an element as 5 units and an attribute as 1, real
-# statements spend 12 to 18 bytes per unit (rows of dozens of attributes with real values);
-# a body spending fewer than 6 would make a tree of over 12 times its size (a real
-# statement's is about 6) and is refused before it does.
-ELEMENT_UNITS = 5
+# What a parsed tree costs is about 800 bytes per element (the element, its attribute
+# dict) and 80 per further attribute, whatever their size in the document. Weighing an
+# element as 10 units and an attribute as 1, IB's statements spend 13 to 15 bytes per unit
+# (rows of dozens of attributes with real values; the simulator's small rows 8); a body
+# spending fewer than 6 would make a tree of over 13 times its size (a real statement's is
+# about 6) and is refused before it does.
+ELEMENT_UNITS = 10
 BYTES_PER_UNIT = 6
 SPARE_UNITS = 65536
 _STATEMENT_ROOT = "FlexQueryResponse"
@@ -213,7 +214,7 @@ class _Reader:
             self.fatal = True
             raise StatementError(
                 "not a Flex statement: too many elements and attributes for its size (its "
-                "tree would be over 12 times as large; a real statement's is about 6 times); "
+                "tree would be over 13 times as large; a real statement's is about 6 times); "
                 "refused before the tree fills memory"
             )
 
