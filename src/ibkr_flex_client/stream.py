@@ -22,7 +22,7 @@ from ._xml import CHUNK, XmlLimitError, XmlRejectedError, XmlStream
 from .dates import infer_day_first
 from .errors import StatementError
 from .rows import RowReader
-from .statement import check_structure
+from .statement import check_structure, is_row, iter_keeps
 
 __all__ = [
     "HeaderCheck",
@@ -85,6 +85,9 @@ class _Pruner:
             wanted = True
         elif wanted := element.tag == self.tag:
             self.inside -= 1
+            # Its subtree is still whole here: a section named like its rows (or empty) is
+            # not what the tag means (statement.iter_keeps).
+            wanted = iter_keeps(element)
         if not self.inside and stack:
             del stack[-1][-1]  # it is its parent's last child, and done with
         return wanted
@@ -126,11 +129,12 @@ def _walk(source: Source, pruner: _Pruner) -> Iterator[ET.Element]:
 def iter_elements(source: Source, tag: str) -> Iterator[ET.Element]:
     """Yield every ``<tag>`` element of a Flex statement file, in document order.
 
-    ``source`` is a path or a binary file object. Each element comes with its attributes and
-    its own subtree; it is detached from the document, so keep what you need. A file that
-    turns out truncated or malformed raises :class:`StatementError` where the reader reaches
-    the fault (after the rows before it); a DTD is refused before anything is read, and so
-    is what no statement holds (see the module docstring) before it can fill memory.
+    ``source`` is a path or a binary file object; the elements are those
+    :meth:`FlexStatement.iter` gives. Each element comes with its attributes and its own
+    subtree; it is detached from the document, so keep what you need. A file that turns out
+    truncated or malformed raises :class:`StatementError` where the reader reaches
+    the fault (after the rows before it); a DTD is refused before anything is read, and so is
+    what no statement holds (see the module docstring) before it can fill memory.
     """
     return _walk(source, _Pruner(tag, None))
 
@@ -147,6 +151,8 @@ def iter_rows(
     headers: list[ET.Element] = []
     reader: RowReader | None = None
     for element in _walk(source, _Pruner(tag, headers)):
+        if not is_row(element):  # a section or a header of that name
+            continue
         if reader is None:
             order = day_first
             if order is None:
