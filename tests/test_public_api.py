@@ -12,6 +12,8 @@ def test_all_is_pinned() -> None:
         "FlexClient",
         "FlexError",
         "FlexStatement",
+        "download_statement",
+        "fetch_statement",
         "parse_ib_date",
     }
     for name in ibkr_flex_client.__all__:

@@ -51,4 +51,27 @@ def test_testing_your_code_example_passes_as_written(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert f"{readme_example().count('def test_')} passed" in result.stdout
+
+
+def test_testing_your_code_example_is_mypy_strict_clean(tmp_path: Path) -> None:
+    """Users copy it into projects that type-check their tests: it must pass as written."""
+    pytest.importorskip("mypy")
+    (tmp_path / "test_my_report.py").write_text(readme_example(), encoding="utf-8")
+    result = subprocess.run(  # noqa: S603 - our interpreter, our file
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "test_my_report.py",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,  # no project config here: --strict alone, as a user's project
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

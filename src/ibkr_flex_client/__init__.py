@@ -5,10 +5,16 @@
 ...     statement = await client.fetch(session)
 >>> for trade in statement.iter("Trade"):                          # doctest: +SKIP
 ...     print(trade.get("symbol"), trade.get("quantity"))
+
+Reading statements (:class:`FlexStatement`, :func:`iter_rows`, …) never touches the network,
+so the network stack (aiohttp, ssl) loads only when :class:`FlexClient`,
+:func:`fetch_statement` or :func:`download_statement` is first used.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .client import FlexClient, fetch_statement
 from .dates import parse_ib_date, parse_ib_datetime
 from .errors import (
     FlexError,
@@ -30,6 +36,16 @@ from .events import EventKind, FetchEvent, ProgressCallback
 from .rows import RowError
 from .statement import AccountStatement, FlexStatement
 from .stream import iter_elements, iter_rows
+
+if TYPE_CHECKING:  # what type checkers see; at run time, __getattr__ below loads them
+    from .client import FlexClient, download_statement, fetch_statement
+
+# Names whose module imports aiohttp: each loads on first use, from the module named here.
+_LAZY = {
+    "FlexClient": "client",
+    "download_statement": "client",
+    "fetch_statement": "client",
+}
 
 __all__ = [
     "AccountStatement",
@@ -54,9 +70,26 @@ __all__ = [
     "UnknownCodeError",
     "UnsafeUrlError",
     "__version__",
+    "download_statement",
     "fetch_statement",
     "iter_elements",
     "iter_rows",
     "parse_ib_date",
     "parse_ib_datetime",
 ]
+
+
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
+
+    def __getattr__(name: str) -> object:
+        """Load a network name on first use (PEP 562), then keep it like any other."""
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

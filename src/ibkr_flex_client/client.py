@@ -32,7 +32,7 @@ from .retry import attempt_limit
 from .settings import check_settings
 from .statement import FlexStatement
 
-__all__ = ["DEFAULT_MAX_STATEMENT_BYTES", "FlexClient", "fetch_statement"]
+__all__ = ["DEFAULT_MAX_STATEMENT_BYTES", "FlexClient", "download_statement", "fetch_statement"]
 
 logger = logging.getLogger("ibkr_flex_client")
 
@@ -486,6 +486,7 @@ def fetch_statement(
     user_agent: str | None = None,
     base_url: str = DEFAULT_BASE_URL,
     day_first: bool | None = None,
+    clock: Clock | None = None,
     max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
     on_event: ProgressCallback | None = None,
 ) -> FlexStatement:
@@ -493,22 +494,15 @@ def fetch_statement(
 
     >>> statement = fetch_statement(token="…", query_id="123456")   # doctest: +SKIP
 
-    Takes :class:`FlexClient`'s options and ``fetch()``'s ``on_event``, and raises what they
-    raise. Calls in several threads at once share the token's pacer.
+    Takes every :class:`FlexClient` option (``clock=`` too: in tests, the simulator's
+    ``FakeClock``) and :meth:`FlexClient.fetch`'s ``on_event``, and raises what they raise.
+    Calls in several threads at once share the token's pacer.
 
     Raises:
         RuntimeError: when called inside a running event loop, where blocking would stall
             it: there, ``await FlexClient(...).fetch()`` instead.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "fetch_statement() blocks, so it cannot run inside a running event loop; "
-            "use `await FlexClient(token=..., query_id=...).fetch()` there instead"
-        )
+    _refuse_running_loop("fetch_statement()", "fetch()")
     client = FlexClient(
         token=token,
         query_id=query_id,
@@ -521,6 +515,73 @@ def fetch_statement(
         user_agent=user_agent,
         base_url=base_url,
         day_first=day_first,
+        clock=clock,
         max_statement_bytes=max_statement_bytes,
     )
     return asyncio.run(client.fetch(on_event=on_event))
+
+
+def download_statement(
+    path: str | os.PathLike[str],
+    *,
+    token: str,
+    query_id: str | int,
+    max_retries: int = 10,
+    backoff_base: float = 10.0,
+    from_date: date | str | None = None,
+    to_date: date | str | None = None,
+    period: int | None = None,
+    timeout: float = 30.0,
+    user_agent: str | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+    day_first: bool | None = None,
+    clock: Clock | None = None,
+    max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
+    on_event: ProgressCallback | None = None,
+) -> Path:
+    """Download a statement to ``path``, blocking until it is saved: for scripts.
+
+    >>> download_statement("statement.xml", token="…", query_id="123456")  # doctest: +SKIP
+
+    The blocking form of :meth:`FlexClient.download`: the statement streams to disk in flat
+    memory, however large, and ``path`` is replaced only by a complete, checked statement.
+    Takes every :class:`FlexClient` option and ``on_event``, and raises what they raise (a
+    target that cannot be written raises :class:`SaveError` before any request).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        RuntimeError: when called inside a running event loop, where blocking would stall
+            it: there, ``await FlexClient(...).download(path)`` instead.
+    """
+    _refuse_running_loop("download_statement()", "download(path)")
+    client = FlexClient(
+        token=token,
+        query_id=query_id,
+        max_retries=max_retries,
+        backoff_base=backoff_base,
+        from_date=from_date,
+        to_date=to_date,
+        period=period,
+        timeout=timeout,
+        user_agent=user_agent,
+        base_url=base_url,
+        day_first=day_first,
+        clock=clock,
+        max_statement_bytes=max_statement_bytes,
+    )
+    return asyncio.run(client.download(path, on_event=on_event))
+
+
+def _refuse_running_loop(function: str, method: str) -> None:
+    """Raise before anything starts if an event loop runs in this thread: blocking there
+    would stall it (and ``asyncio.run`` cannot nest)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"{function} blocks, so it cannot run inside a running event loop; "
+        f"use `await FlexClient(token=..., query_id=...).{method}` there instead"
+    )

@@ -6,21 +6,31 @@
 ...     client = FlexClient(token="t", query_id="1", base_url=sim.base_url, clock=clock)
 ...     statement = await client.fetch()    # 30 virtual seconds, a few real milliseconds
 
-The pytest plugin (installed with the package) adds the ``flex_simulator`` fixture.
+The pytest plugin (installed with the package) adds the ``flex_simulator`` and ``flex_clock``
+fixtures. :class:`FlexSimulator` (an aiohttp server) loads on first use: the clock, the
+statement builder and the faults import without aiohttp.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .clock import FakeClock
 from .content import DATE_FORMATS, build_statement, default_sections, format_ib_date
-from .simulator import (
+from .faults import (
     IB_MESSAGES,
     QUERY_CODES,
     TOKEN_CODES,
     Fault,
     FaultKind,
-    FlexSimulator,
     RequestRecord,
     fingerprint,
 )
+
+if TYPE_CHECKING:  # what type checkers see; at run time, __getattr__ below loads it
+    from .simulator import FlexSimulator
+
+# Names whose module imports aiohttp.web: each loads on first use, from the module named here.
+_LAZY = {"FlexSimulator": "simulator"}
 
 __all__ = [
     "DATE_FORMATS",
@@ -37,3 +47,18 @@ __all__ = [
     "fingerprint",
     "format_ib_date",
 ]
+
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
+
+    def __getattr__(name: str) -> object:
+        """Load the simulator on first use (PEP 562), then keep it like any other name."""
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

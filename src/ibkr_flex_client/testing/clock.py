@@ -51,6 +51,12 @@ class FakeClock:
         with self._lock:
             self._now += seconds
 
+    @property
+    def held(self) -> bool:
+        """True while a :meth:`busy` block runs (an HTTP exchange of a client on this clock)."""
+        with self._lock:
+            return self._busy > 0
+
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
         """Hold time still while the block runs (the client wraps each HTTP exchange)."""

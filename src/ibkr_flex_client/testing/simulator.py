@@ -12,12 +12,10 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import enum
-import hashlib
 import itertools
 import random
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from aiohttp import web
@@ -25,7 +23,17 @@ from aiohttp import web
 from .._clock import Clock, SystemClock
 from ..errors import Step
 from ..protocol import GET_PATH, SEND_PATH
+from .clock import FakeClock
 from .content import build_statement
+from .faults import (
+    IB_MESSAGES,
+    QUERY_CODES,
+    TOKEN_CODES,
+    Fault,
+    FaultKind,
+    RequestRecord,
+    fingerprint,
+)
 
 __all__ = [
     "IB_MESSAGES",
@@ -38,49 +46,6 @@ __all__ = [
     "fingerprint",
 ]
 
-# IB's own wording for each code (its error-code page); 1025 is observed, not documented.
-IB_MESSAGES: Mapping[int, str] = {
-    1001: "Statement could not be generated at this time. Please try again shortly.",
-    1003: "Statement is not available.",
-    1004: "Statement is incomplete at this time. Please try again shortly.",
-    1005: "Settlement data is not ready at this time. Please try again shortly.",
-    1006: "FIFO P/L data is not ready at this time. Please try again shortly.",
-    1007: "MTM P/L data is not ready at this time. Please try again shortly.",
-    1008: "MTM and FIFO P/L data is not ready at this time. Please try again shortly.",
-    1009: "The server is under heavy load. Statement could not be generated at this time. "
-    "Please try again shortly.",
-    1010: "Legacy Flex Queries are no longer supported. Please convert over to Activity Flex.",
-    1011: "Service account is inactive.",
-    1012: "Token has expired.",
-    1013: "IP restriction.",
-    1014: "Query is invalid.",
-    1015: "Token is invalid.",
-    1016: "Account in invalid.",
-    1017: "Reference code is invalid.",
-    1018: "Too many requests have been made from this token. Please try again shortly.",
-    1019: "Statement generation in progress. Please try again shortly.",
-    1020: "Invalid request or unable to validate request.",
-    1021: "Statement could not be retrieved at this time. Please try again shortly.",
-    1025: "Too many failed attempts. Please try again later.",
-}
-
-# Tokens the simulator knows to fail, with the terminal code each one gets.
-TOKEN_CODES: Mapping[str, int] = {
-    "inactive-token": 1011,
-    "expired-token": 1012,
-    "ip-restricted-token": 1013,
-    "invalid-token": 1015,
-    "invalid-account-token": 1016,
-    "locked-out-token": 1025,
-}
-# Query ids the simulator knows to fail, with the code each one gets at SendRequest.
-QUERY_CODES: Mapping[str, int] = {
-    "unavailable-query": 1003,
-    "legacy-query": 1010,
-    "invalid-query": 1014,
-    "bad-request-query": 1020,
-}
-
 _MAINTENANCE_PAGE = (
     b"<!DOCTYPE html><html><head><title>Interactive Brokers</title></head><body>"
     b"<h1>Our services are temporarily unavailable</h1><p>Please try again later.</p>"
@@ -89,97 +54,14 @@ _MAINTENANCE_PAGE = (
 _NOT_FOUND_PAGE = b"<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>"
 _XML = "text/xml"
 _CHARSET = "ISO-8859-1"  # what IB declares, whatever the document says ("The two steps")
-
-
-def fingerprint(token: str) -> str:
-    """A short, one-way name for a token, safe to record and print."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
-class FaultKind(enum.Enum):
-    """What a scripted fault does to one request."""
-
-    IB_CODE = "ib code"  # IB's envelope with this error code
-    HTTP_STATUS = "http status"  # a bare HTTP error status, IB's maintenance page as body
-    HTML = "html"  # an HTML page with status 200 instead of XML
-    EMPTY = "empty"  # status 200 and an empty body
-    DROP = "drop"  # the connection is closed without an answer
-    HANG = "hang"  # no answer until the client gives up (or the simulator closes)
-    TRUNCATE = "truncate"  # half the body, then the connection closes
-    FOREIGN_URL = "foreign url"  # SendRequest succeeds but points <Url> at another host
-    REDIRECT = "redirect"  # a 302 to another URL (a client must not carry the token there)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Fault:
-    """One scripted failure; build them with the class methods."""
-
-    kind: FaultKind
-    code: int | None = None
-    status: int = 200
-    url: str | None = None
-
-    @classmethod
-    def ib_code(cls, code: int) -> Fault:
-        """IB's envelope with ``code`` (``Warn`` for 1019, ``Fail`` otherwise)."""
-        return cls(FaultKind.IB_CODE, code=code)
-
-    @classmethod
-    def http_status(cls, status: int = 503) -> Fault:
-        """An HTTP error status with IB's maintenance page."""
-        return cls(FaultKind.HTTP_STATUS, status=status)
-
-    @classmethod
-    def html(cls) -> Fault:
-        """An HTML page with status 200 where XML belongs."""
-        return cls(FaultKind.HTML)
-
-    @classmethod
-    def empty(cls) -> Fault:
-        """Status 200 with an empty body."""
-        return cls(FaultKind.EMPTY)
-
-    @classmethod
-    def drop(cls) -> Fault:
-        """Close the connection without answering."""
-        return cls(FaultKind.DROP)
-
-    @classmethod
-    def hang(cls) -> Fault:
-        """Never answer: the client's timeout must end the attempt."""
-        return cls(FaultKind.HANG)
-
-    @classmethod
-    def truncated(cls) -> Fault:
-        """Announce the full length, send half the body, close the connection."""
-        return cls(FaultKind.TRUNCATE)
-
-    @classmethod
-    def redirect(cls, url: str = "https://flex.example.net/steal") -> Fault:
-        """Answer 302 with ``Location: url``."""
-        return cls(FaultKind.REDIRECT, status=302, url=url)
-
-    @classmethod
-    def foreign_url(cls, url: str = "https://flex.example.net" + GET_PATH) -> Fault:
-        """SendRequest succeeds, but its ``<Url>`` points off IB's hosts (SendRequest only)."""
-        return cls(FaultKind.FOREIGN_URL, url=url)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request the simulator received, and what it answered.
-
-    ``answer`` is ``"reference"``, ``"statement"``, an IB code as text (``"1019"``), or
-    ``"fault:<kind>"``. ``params`` holds every parameter but the token.
-    """
-
-    step: str
-    token_fingerprint: str
-    query: str
-    answer: str
-    at: float
-    params: Mapping[str, str]
-    user_agent: str
+# Our words, not IB's: the answer to a client on another clock (require_shared_clock). Its
+# plain words survive the client's token redaction, which takes short tokens as whole words.
+_OFF_CLOCK_MESSAGE = (
+    "FlexSimulator: this request came from a client that is not on the simulator's FakeClock, "
+    "so IB's limits and generation times would hold it back in real time. Pass the same "
+    "FakeClock to the client as clock= (under pytest: clock=flex_clock; FlexClient, "
+    "fetch_statement and download_statement all take it)."
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -223,6 +105,14 @@ class FlexSimulator:
         lockout_after: terminal failures of one token after which it is locked out (1025).
         reference_ttl: seconds a reference code stays valid (IB caches for minutes); 1017 after.
         latency: real seconds each answer is delayed, for demos.
+        require_shared_clock: answer only clients on ``clock``, a :class:`FakeClock`: a
+            request that arrives while no exchange holds the clock (:meth:`FakeClock.busy`,
+            which the client holds around each request) comes from a client sleeping on
+            another clock, and is answered at once with a terminal 1020 whose message says
+            to pass ``clock=``. Otherwise IB's limits, on virtual time that such a client
+            never moves, would throttle it for minutes of real backoff. The
+            ``flex_simulator`` fixture turns it on; requests from other HTTP clients are
+            refused too, so it is off by default.
     """
 
     def __init__(
@@ -240,8 +130,14 @@ class FlexSimulator:
         latency: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        require_shared_clock: bool = False,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
+        if require_shared_clock and not isinstance(self.clock, FakeClock):
+            raise ValueError(
+                "require_shared_clock=True needs clock= to be a FakeClock, shared with the client"
+            )
+        self.require_shared_clock = require_shared_clock
         self.generation_seconds = generation_seconds
         self.statement = statement
         self.enforce_limits = enforce_limits
@@ -379,6 +275,8 @@ class FlexSimulator:
 
     async def _send_request(self, request: web.Request) -> web.StreamResponse:
         token, query_id = request.query.get("t", ""), request.query.get("q", "")
+        if self._off_clock():
+            return await self._off_clock_answer(request, Step.SEND_REQUEST, token, query_id)
         refusal = self._admit(token)
         if refusal is None and (not token or not query_id):
             refusal = 1020
@@ -409,6 +307,8 @@ class FlexSimulator:
 
     async def _get_statement(self, request: web.Request) -> web.StreamResponse:
         token, code = request.query.get("t", ""), request.query.get("q", "")
+        if self._off_clock():
+            return await self._off_clock_answer(request, Step.GET_STATEMENT, token, code)
         refusal = self._admit(token)
         reference = self._references.get(code)
         now = self.clock.now()
@@ -463,6 +363,11 @@ class FlexSimulator:
             return 1018
         return None
 
+    def _off_clock(self) -> bool:
+        """A request while no exchange holds the shared clock: the client sleeps elsewhere."""
+        clock = self.clock
+        return self.require_shared_clock and isinstance(clock, FakeClock) and not clock.held
+
     def _next_fault(self, query_id: str, step: Step) -> Fault | None:
         query = self._queries.get(query_id)
         if query is None or not query.faults[step]:
@@ -490,6 +395,18 @@ class FlexSimulator:
             f"<ErrorMessage>{_escape(IB_MESSAGES.get(code, 'Unknown error.'))}</ErrorMessage>",
         )
         self._record(request, step, token, query, str(code))
+        return await self._answer(web.Response(body=body, content_type=_XML, charset=_CHARSET))
+
+    async def _off_clock_answer(
+        self, request: web.Request, step: Step, token: str, query: str
+    ) -> web.StreamResponse:
+        # 1020 ("invalid request") is terminal: the fetch stops with a QueryError carrying
+        # the message. Not counted towards a lock-out: the simulator's refusal, not IB's.
+        body = _envelope(
+            "Fail",
+            f"<ErrorCode>1020</ErrorCode>\n<ErrorMessage>{_escape(_OFF_CLOCK_MESSAGE)}</ErrorMessage>",
+        )
+        self._record(request, step, token, query, "1020")
         return await self._answer(web.Response(body=body, content_type=_XML, charset=_CHARSET))
 
     async def _fault(
