@@ -21,7 +21,8 @@ Every process runs under an address-space limit of 4 GiB (``RLIMIT_AS``), so a c
 inflates or buffers everything fails with ``MemoryError`` ("ran out of memory") instead of
 taking the machine's memory; only one process fetches at a time.
 
-    python bench/hostile_bodies.py        # a few minutes
+    python bench/hostile_bodies.py              # every case: a few minutes
+    python bench/hostile_bodies.py get-gzip     # only the cases named
 """
 
 from __future__ import annotations
@@ -318,7 +319,8 @@ def main() -> None:
         print()
         print("| case | bomb | baseline peak | attack peak | median Δ | ends in | time | verdict |")
         print("|---|---:|---:|---:|---:|---|---:|---|")
-        for case in CASES:
+        chosen = sys.argv[1:]  # case names, to run only those; all by default
+        for case in [c for c in CASES if not chosen or c.name in chosen]:
             pairs = [
                 (measure("baseline", folder), measure(case.name, folder)) for _ in range(PAIRS)
             ]
