@@ -72,7 +72,7 @@ class FlexClient:
         timeout: seconds without progress after which one HTTP attempt is abandoned (and
             retried), more than 0 and at most 600. One attempt lasts at most 10 x ``timeout``.
         user_agent: your application's product token, sent before this library's own
-            (``"myapp/2.1 ibkr-flex-client/0.1.0 Python/3.12"``).
+            (``"myapp/2.1 ibkr-flex-client/0.2.0 Python/3.12"``).
         base_url: replaces ``https://ndcdyn.interactivebrokers.com`` (a proxy, or a local
             simulator in tests): http(s), a host, an optional path, nothing else. Plain http
             is accepted only on loopback.
