@@ -20,6 +20,8 @@ import pytest
 
 from ibkr_flex_client import FlexStatement, fetch_statement
 from ibkr_flex_client import cli as cli_module
+from ibkr_flex_client.cli import fetch as fetch_command
+from ibkr_flex_client.cli.parser import build_parser
 from ibkr_flex_client.testing import Fault, FlexSimulator, build_statement, fingerprint
 
 from .conftest import DATA
@@ -101,6 +103,7 @@ def test_several_queries_into_a_directory_at_once(
 ) -> None:
     result = fetch(service, token, "-q", "201", "-q", "202", "-o", f"{tmp_path}/")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == b""  # not a terminal, no --verbose: quiet
     for query in ("201", "202"):
         path = tmp_path / f"{query}.xml"
         assert path.read_bytes() == REPORT
@@ -167,8 +170,8 @@ def test_verbose_shows_the_steps_and_the_traceback_but_never_the_token(
     [
         (["-q", "1", "-q", "2"], 2, "several queries need -o DIR"),
         (["-q", "1", "--from-date", "2026-01-01", "--to-date", "20260102"], 2, "yyyyMMdd"),
-        (["-q", "1", "--from-date", "20260101"], 2, "to_date is required"),
-        (["-q", "1", "--period", "400"], 2, "period"),
+        (["-q", "1", "--from-date", "20260101"], 2, "--to-date is required"),
+        (["-q", "1", "--period", "400"], 2, "--period must be 1 to 365 days"),
         (["-q", "../x", "-o", "out/"], 2, "cannot name a file"),
     ],
 )
@@ -208,7 +211,7 @@ def test_live_progress_on_a_terminal(service: FlexSimulator, token: str) -> None
         def isatty(self) -> bool:
             return True
 
-    args = cli_module._parser().parse_args(
+    args = build_parser().parse_args(
         ["fetch", "-q", "501", "-q", "502", "--base-url", service.base_url, "-o", "/dev/null/x/"]
     )
     args.output = None
@@ -216,7 +219,7 @@ def test_live_progress_on_a_terminal(service: FlexSimulator, token: str) -> None
     err, out = Terminal(), io.BytesIO()
     os.environ["IBKR_FLEX_TOKEN"] = token
     try:
-        status = asyncio.run(cli_module._fetch(args, out, err))
+        status = asyncio.run(fetch_command.run(args, out, err))
     finally:
         del os.environ["IBKR_FLEX_TOKEN"]
     assert status == 0
@@ -426,6 +429,6 @@ async def test_fetch_statement_inside_an_event_loop_says_to_await(token: str) ->
 
 
 def test_parser_lists_every_command() -> None:
-    parser = cli_module._parser()
+    parser = build_parser()
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(actions[0].choices) == {"fetch", "inspect", "export", "models", "demo"}
