@@ -45,11 +45,22 @@ def token() -> str:
     return f"SECRET-{uuid.uuid4().hex}"
 
 
+_DEFAULT_SIGNALS_THEN_CLI = (
+    "import runpy, signal\n"
+    "for name in ('SIGHUP', 'SIGTERM', 'SIGINT'):\n"
+    "    signal.signal(getattr(signal, name), signal.SIG_DFL if name != 'SIGINT' "
+    "else signal.default_int_handler)\n"
+    "runpy.run_module('ibkr_flex_client', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def start(*argv: str, token: str, module: bool = True) -> subprocess.Popen[bytes]:
     """``ibkr-flex ARGV`` (or ``python ARGV`` when not ``module``) with ``token`` set."""
     env = {k: v for k, v in os.environ.items() if k != "IBKR_FLEX_TOKEN"}
     env["IBKR_FLEX_TOKEN"] = token
-    command = [sys.executable, "-m", "ibkr_flex_client"] if module else [sys.executable]
+    # Stop signals at their defaults, as in a shell: a CI runner may start us with SIGHUP
+    # ignored (nohup-like), which the CLI rightly leaves ignored.
+    command = [sys.executable, "-c", _DEFAULT_SIGNALS_THEN_CLI] if module else [sys.executable]
     return subprocess.Popen(  # noqa: S603 - our interpreter, our command
         [*command, *argv],
         stdout=subprocess.PIPE,
