@@ -64,13 +64,19 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         progress = Progress(err)
         print("Fetching query 123456 ...", file=err, flush=True)
         async with progress.ticking():
-            statement = await client.fetch(on_event=progress)
+            if args.output:
+                saved = await client.download(args.output, on_event=progress)
+                statement = FlexStatement.from_file(saved)
+            else:
+                statement = await client.fetch(on_event=progress)
         requests = len(simulator.requests)
         print(
             f"Statement received: {len(statement.xml):,} bytes after {requests} requests "
             f"({', '.join(simulator.answers())})",
             file=err,
         )
+        if args.output:
+            print(f"ibkr-flex: wrote {args.output} ({len(statement.xml):,} bytes)", file=err)
     sink = Sink(out)
     for line in summarize(statement):
         sink.write(line + "\n")

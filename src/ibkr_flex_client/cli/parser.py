@@ -175,3 +175,10 @@ def _demo(command: _Command) -> None:
         metavar="S",
         help="simulated network latency per answer, in seconds (default: 0.15)",
     )
+    demo.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="also save the statement there (atomically, as fetch -o does), to try "
+        "inspect, export and models on it",
+    )
