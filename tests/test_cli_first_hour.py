@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from ibkr_flex_client import FlexStatement
 from ibkr_flex_client import cli as cli_module
 from ibkr_flex_client._sniff import describe
 from ibkr_flex_client.cli import export as export_command
@@ -507,3 +508,19 @@ def test_help_and_the_file_commands_do_not_import_aiohttp(report: Path) -> None:
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.decode().splitlines()[-1])
     assert loaded == {"--help": False, "inspect": False, "export": False, "models": False}
+
+
+def test_demo_saves_a_statement_the_file_commands_read(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "demo.xml"
+    saved = run("demo", "-o", str(tmp_path / "demo.xml"), "--generation-seconds", "0")
+    assert saved.returncode == 0, saved.stderr
+    demo = tmp_path / "demo.xml"
+    assert f"wrote {demo}" in saved.stderr.decode()
+    assert demo.stat().st_mode & 0o777 == 0o600
+    assert FlexStatement.from_file(demo).account_id == "U1234567,U7654321"
+    inspected = run("inspect", str(demo))
+    assert inspected.returncode == 0
+    assert b"OpenPosition           4" in inspected.stdout
+    refused = run("demo", "-o", str(target / "x"), "--generation-seconds", "0")
+    assert refused.returncode == 8
+    assert not target.exists()
