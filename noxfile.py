@@ -3,7 +3,7 @@
 import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-nox.options.sessions = ["lint", "tests", "demo"]
+nox.options.sessions = ["lint", "tests", "realtime", "demo"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -11,7 +11,14 @@ nox.options.reuse_existing_virtualenvs = False
 def tests(session: nox.Session) -> None:
     """The test suite, against the package as a user installs it (not editable)."""
     session.install(".[dev]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not realtime", *session.posargs)
+
+
+@nox.session(python="3.12")
+def realtime(session: nox.Session) -> None:
+    """The few real-time, multi-process tests (kill -9, signals, the demo), once."""
+    session.install(".[dev]")
+    session.run("pytest", "-m", "realtime", *session.posargs)
 
 
 @nox.session(python="3.12")

@@ -188,6 +188,7 @@ def writing(directory: Path) -> Callable[[], bool]:
 # --- kill -9 ---------------------------------------------------------------------------------
 
 
+@pytest.mark.realtime
 def test_kill_9_while_polling_leaves_nothing(
     service: FlexSimulator, token: str, tmp_path: Path
 ) -> None:
@@ -204,6 +205,7 @@ def test_kill_9_while_polling_leaves_nothing(
     assert list(tmp_path.iterdir()) == []  # no part before the body starts arriving
 
 
+@pytest.mark.realtime
 def test_kill_9_while_writing_leaves_a_part_the_next_download_removes(
     stalling: StallingService, service: FlexSimulator, token: str, tmp_path: Path
 ) -> None:
@@ -236,6 +238,7 @@ def test_kill_9_while_writing_leaves_a_part_the_next_download_removes(
 STOPS = {signal.SIGINT: 130, signal.SIGHUP: 129, signal.SIGTERM: 143}
 
 
+@pytest.mark.realtime
 def test_a_stop_signal_while_polling_exits_128_plus_its_number(
     service: FlexSimulator, tmp_path: Path
 ) -> None:
@@ -268,6 +271,7 @@ def test_a_stop_signal_while_polling_exits_128_plus_its_number(
         assert list(runs[signum][2].iterdir()) == []
 
 
+@pytest.mark.realtime
 def test_a_stop_signal_while_writing_removes_the_part(
     stalling: StallingService, tmp_path: Path
 ) -> None:

@@ -13,6 +13,10 @@ import pytest
 COMMAND = shutil.which("ibkr-flex", path=str(Path(sys.executable).parent))
 
 
+# Real time, real subprocesses: run once, in nox's "realtime" session.
+pytestmark = pytest.mark.realtime
+
+
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_PROXY": "*"}
     return subprocess.run(  # noqa: S603 - our own command, fixed arguments
