@@ -11,9 +11,9 @@ so the network stack (aiohttp, ssl) loads only when :class:`FlexClient`,
 :func:`fetch_statement` or :func:`download_statement` is first used.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_names
 from ._version import __version__
 from .dates import parse_ib_date, parse_ib_datetime
 from .errors import (
@@ -80,16 +80,4 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
-
-    def __getattr__(name: str) -> object:
-        """Load a network name on first use (PEP 562), then keep it like any other."""
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-        globals()[name] = value
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals(), __all__)

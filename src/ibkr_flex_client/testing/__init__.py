@@ -11,9 +11,9 @@ fixtures. :class:`FlexSimulator` (an aiohttp server) loads on first use: the clo
 statement builder and the faults import without aiohttp.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from .clock import FakeClock
 from .content import DATE_FORMATS, build_statement, default_sections, format_ib_date
 from .faults import (
@@ -49,16 +49,4 @@ __all__ = [
 ]
 
 if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
-
-    def __getattr__(name: str) -> object:
-        """Load the simulator on first use (PEP 562), then keep it like any other name."""
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-        globals()[name] = value
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals(), __all__)
