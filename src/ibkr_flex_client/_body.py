@@ -26,15 +26,14 @@ from pathlib import Path
 
 from ._files import discard, open_temp
 from ._inflate import InflateError, Inflater
-from ._xml import XmlFeed, XmlRejectedError
+from ._xml import MAX_PROLOG, XmlFeed, XmlRejectedError
 from .errors import SaveError, StatementError, Step
 from .protocol import Reply, Saved, Trouble, from_server
 from .stream import StatementCheck
 
-__all__ = ["MAX_ENVELOPE", "MAX_GAP", "MAX_PROLOG", "read_body"]
+__all__ = ["MAX_ENVELOPE", "MAX_GAP", "read_body"]
 
 MAX_ENVELOPE = 1024 * 1024
-MAX_PROLOG = 1024 * 1024
 # IB writes every value of a statement in an attribute of a row, and rows are short: no
 # statement has a token (an attribute, a run of text, a comment, a CDATA section) of
 # megabytes. An answer that does is refused here, before the parser would hold it whole.

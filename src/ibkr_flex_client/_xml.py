@@ -58,7 +58,6 @@ __all__ = [
     "XmlRejectedError",
     "XmlStream",
     "parse_xml",
-    "root_name",
 ]
 
 CHUNK = 64 * 1024
@@ -215,17 +214,6 @@ def parse_xml(data: bytes | str) -> ET.Element:
         reason = _reason(exc)
     # Raised outside the except block, so no parser exception rides along as __context__.
     raise XmlRejectedError(reason)
-
-
-def root_name(head: bytes) -> str | None:
-    """The root element's name if ``head`` (a document's start) reaches its start tag; None
-    otherwise, or if the start is refused. (client.py's, until it moves to :class:`XmlFeed`.)"""
-    prolog = _Prolog()
-    try:
-        prolog.parse(head[:MAX_PROLOG])
-    except XmlRejectedError:
-        return None
-    return prolog.root_tag
 
 
 class _Push:
