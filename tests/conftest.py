@@ -11,8 +11,19 @@ import pytest
 from ibkr_flex_client import FlexClient
 from ibkr_flex_client.testing import FakeClock, FlexSimulator
 
+from .redis_server import redis_url  # noqa: F401 - a real Redis server, once per session
+
 DATA = Path(__file__).parent / "data"
 TOKEN = "tok-3f9a1c8b7e6d5a4f"  # a fake token whose every appearance the tests hunt for
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own machine-wide budget: never the user's cache, never another test's."""
+    directory = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("IBKR_FLEX_STATE_DIR", str(directory))
+    monkeypatch.delenv("IBKR_FLEX_PACING", raising=False)
+    return directory
 
 
 @pytest.fixture

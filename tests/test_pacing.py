@@ -8,7 +8,25 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from ibkr_flex_client import EventKind, FetchEvent, FlexClient, LockedOutError, Step
-from ibkr_flex_client.pacing import SlotSchedule, TokenPacer, pacer_for
+from ibkr_flex_client.pacing import TokenPacer, pacer_for
+from ibkr_flex_client.pacing.slots import (
+    GRACE,
+    MAX_AWAITING,
+    Granted,
+    Later,
+    Locked,
+    Rank,
+    TokenState,
+    Why,
+    expires_in,
+    full_minute,
+    lock,
+    release,
+    slow_down,
+    take,
+    unlock,
+)
+from ibkr_flex_client.retry import MAX_BACKOFF
 from ibkr_flex_client.testing import FakeClock, Fault, FlexSimulator
 
 MakeClient = Callable[..., FlexClient]
@@ -23,48 +41,165 @@ def assert_within_ibs_limits(times: Sequence[float]) -> None:
         assert sum(1 for s in ordered[: i + 1] if s > t - 60.0) <= 10, ordered
 
 
-# --- the pure schedule -------------------------------------------------------------------
+# --- the pure rules (slots.py) ------------------------------------------------------------
+
+
+def grant_times(state: TokenState, start: float, count: int, rank: Rank = Rank.SEND) -> list[float]:
+    """Ask again whenever told to, as a lone waiter does; the times requests were granted."""
+    now, granted = start, list[float]()
+    while len(granted) < count:
+        decision = take(state, now, who="h:1/a", rank=rank)
+        if isinstance(decision, Granted):
+            granted.append(now)
+        else:
+            assert isinstance(decision, Later)
+            now = decision.at
+    return granted
 
 
 def test_slots_are_spaced_and_windowed() -> None:
-    schedule = SlotSchedule()
-    slots = [schedule.reserve(now=100.0)[0] for _ in range(12)]
+    slots = grant_times(TokenState(), 100.0, 12)
     assert slots[:10] == pytest.approx([100.0 + 1.1 * i for i in range(10)])
     assert slots[10] == pytest.approx(161.0)  # the 11th waits for the 1st to leave 61 s
     assert slots[11] == pytest.approx(162.1)
     assert_within_ibs_limits(slots)
 
 
-def test_a_released_future_slot_is_reused() -> None:
-    schedule = SlotSchedule()
-    schedule.reserve(0.0)
-    second = schedule.reserve(0.0)
-    assert schedule.release(second, now=0.5) is True
-    assert schedule.reserve(0.5)[0] == pytest.approx(1.1)  # the same time, free again
-
-
-def test_a_slot_that_may_have_been_used_is_not_released() -> None:
-    schedule = SlotSchedule()
-    first = schedule.reserve(0.0)
-    assert schedule.release(first, now=0.0) is False  # its time has come
-    assert schedule.release((5.0, 999), now=0.0) is False  # never handed out
-    assert len(schedule) == 1
-
-
 def test_a_block_delays_every_later_slot() -> None:
-    schedule = SlotSchedule()
-    schedule.reserve(0.0)
-    schedule.block(until=30.0)
-    assert schedule.reserve(1.0)[0] == 30.0
-    assert schedule.reserve(1.0)[0] == pytest.approx(31.1)
+    state = TokenState()
+    grant_times(state, 0.0, 1)
+    slow_down(state, 0.0, seconds=30.0)
+    assert take(state, 1.0, who="h:1/a", rank=Rank.SEND) == Later(30.0, Why.THROTTLED)
+    assert grant_times(state, 30.0, 2) == pytest.approx([30.0, 31.1])
 
 
 def test_old_slots_are_forgotten() -> None:
-    schedule = SlotSchedule()
-    for _ in range(10):
-        schedule.reserve(0.0)
-    assert schedule.reserve(500.0)[0] == 500.0
-    assert len(schedule) == 1
+    state = TokenState()
+    grant_times(state, 0.0, 10)
+    assert grant_times(state, 500.0, 1) == [500.0]
+    assert len(state.sent) == 1
+
+
+def test_polls_go_before_sends_of_another_waiter() -> None:
+    state = TokenState()
+    grant_times(state, 0.0, 1)
+    # Both come back at 1.1; the poll's waiter asked later but outranks the send.
+    assert isinstance(take(state, 0.5, who="h:1/send", rank=Rank.SEND), Later)
+    assert isinstance(take(state, 0.6, who="h:2/poll", rank=Rank.POLL), Later)
+    assert take(state, 1.1, who="h:1/send", rank=Rank.SEND, waited=0.6) == Later(
+        1.1 + 1.1, Why.OTHERS
+    )
+    assert take(state, 1.1, who="h:2/poll", rank=Rank.POLL) == Granted()
+    assert take(state, 2.2, who="h:1/send", rank=Rank.SEND, waited=1.7) == Granted()
+
+
+def test_a_waiter_that_does_not_come_back_loses_its_place() -> None:
+    state = TokenState()
+    grant_times(state, 0.0, 1)
+    assert isinstance(take(state, 0.1, who="h:2/gone", rank=Rank.FIRST_POLL), Later)
+    # At 1.1 the poll's waiter should come; it never does. The send waits GRACE at most.
+    decision = take(state, 1.1, who="h:1/send", rank=Rank.SEND)
+    assert isinstance(decision, Later)
+    assert decision.why is Why.OTHERS
+    assert take(state, 1.1 + GRACE + 0.01, who="h:1/send", rank=Rank.SEND) == Granted()
+
+
+def test_references_in_flight_are_bounded() -> None:
+    state = TokenState()
+    now = 0.0
+    for n in range(MAX_AWAITING):
+        assert take(state, now, who="h:1/a", rank=Rank.SEND, seat=f"f{n}", seat_ttl=900) == (
+            Granted()
+        )
+        now += 1.1
+    # Two references wait for their first poll: a third SendRequest must wait for them.
+    refused = take(state, now, who="h:1/a", rank=Rank.SEND, seat="f9", seat_ttl=900)
+    assert isinstance(refused, Later)
+    assert refused.why is Why.REFERENCES
+    # A re-send by a fetch already holding a reference is not a new one.
+    assert take(state, now, who="h:1/a", rank=Rank.SEND, seat="f0", seat_ttl=900) == Granted()
+    now += 1.1
+    assert take(state, now, who="h:1/a", rank=Rank.FIRST_POLL, seat="f0", seat_ttl=900) == (
+        Granted()
+    )
+    now += 1.1
+    assert take(state, now, who="h:1/a", rank=Rank.SEND, seat="f9", seat_ttl=900) == Granted()
+    assert len(state.seats) == 3
+    release(state, now, seat="f0")
+    assert set(state.seats) == {"f1", "f9"}
+
+
+def test_a_dead_fetchs_reference_expires() -> None:
+    state = TokenState()
+    take(state, 0.0, who="h:1/a", rank=Rank.SEND, seat="f0", seat_ttl=100)
+    take(state, 1.1, who="h:1/a", rank=Rank.SEND, seat="f1", seat_ttl=100)
+    refused = take(state, 2.2, who="h:1/a", rank=Rank.SEND, seat="f2", seat_ttl=100)
+    assert refused == Later(100.0, Why.REFERENCES)
+    assert take(state, 100.0, who="h:1/a", rank=Rank.SEND, seat="f2", seat_ttl=100) == Granted()
+
+
+def test_a_lock_out_refuses_everything_until_it_ends_or_is_cleared() -> None:
+    state = TokenState()
+    assert lock(state, 10.0, seconds=3600.0, message="IB 1025") == 3610.0
+    assert take(state, 11.0, who="h:1/a", rank=Rank.POLL) == Locked(3610.0, "IB 1025")
+    assert take(state, 3610.0, who="h:1/a", rank=Rank.POLL) == Granted()
+    lock(state, 4000.0, seconds=3600.0, message="IB 1025")
+    assert unlock(state, 4001.0) is True
+    assert unlock(state, 4001.0) is False
+    assert take(state, 4002.0, who="h:1/a", rank=Rank.POLL) == Granted()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"v": 2}',
+        b'{"v": 1}',
+        b'{"v":1,"sent":["x"],"blocked_until":null,"locked_until":null,"locked_message":"",'
+        b'"seats":{},"demands":{}}',
+        b'{"v":1,"sent":[1e999],"blocked_until":null,"locked_until":null,"locked_message":"",'
+        b'"seats":{},"demands":{}}',
+        b'{"v":1,"sent":[],"blocked_until":null,"locked_until":null,"locked_message":"",'
+        b'"seats":{"a":[1,2]},"demands":{}}',
+        b"\xff\xfe" + b"\x00" * 10,
+        b"[" * 100_000,
+    ],
+)
+def test_a_corrupt_state_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="corrupt token state"):
+        TokenState.from_json(data)
+
+
+def test_a_state_survives_its_json() -> None:
+    state = TokenState()
+    take(state, 5.0, who="h:1/a", rank=Rank.SEND, seat="f0", seat_ttl=100)
+    take(state, 5.5, who="h:1/b", rank=Rank.POLL)
+    slow_down(state, 5.5, seconds=20.0)
+    lock(state, 5.5, seconds=60.0, message="IB 1025: locked")
+    assert TokenState.from_json(state.to_json()) == state
+
+
+def test_full_minute_means_a_minute_of_waiting() -> None:
+    state = full_minute(50.0)
+    decision = take(state, 50.0, who="h:1/a", rank=Rank.FIRST_POLL)
+    assert decision == Later(50.0 + 61.0, Why.PACING)
+
+
+def test_times_from_a_clock_put_back_are_pulled_in() -> None:
+    # Written by a clock an hour ahead of ours: never a wait longer than the rules give.
+    state = TokenState(sent=[3600.0 + i for i in range(10)], blocked_until=9000.0)
+    decision = take(state, 0.0, who="h:1/a", rank=Rank.SEND)
+    assert isinstance(decision, Later)
+    assert decision.at <= 0.0 + MAX_BACKOFF
+
+
+def test_the_state_expires_when_nothing_constrains() -> None:
+    state = TokenState()
+    assert expires_in(state, 10.0) == 0.0
+    grant_times(state, 10.0, 1)
+    assert expires_in(state, 10.0) == pytest.approx(61.0)
 
 
 # --- sharing across clients, over loopback, on virtual time ---------------------------------
@@ -118,25 +253,25 @@ async def test_clients_of_one_token_share_one_pacer(clock: FakeClock) -> None:
     other = FlexClient(token="other", query_id="1", clock=clock)
     assert one._pacer is two._pacer
     assert one._pacer is not other._pacer
-    assert pacer_for("shared", clock) is one._pacer
+    assert pacer_for("shared", clock, "machine") is one._pacer  # virtual time: this process
     assert pacer_for("shared", FakeClock()) is not one._pacer  # another clock, another world
 
 
 # --- cancellation -------------------------------------------------------------------------
 
 
-async def test_cancelling_a_waiting_fetch_gives_back_its_slot_only(clock: FakeClock) -> None:
+async def test_cancelling_a_waiting_request_takes_nothing(clock: FakeClock) -> None:
     pacer = TokenPacer(clock)
-    await pacer.acquire()  # slot at t0
-    waiting = asyncio.ensure_future(pacer.acquire())  # slot at t0 + 1.1
+    await pacer.acquire()  # a request at t0
+    waiting = asyncio.ensure_future(pacer.acquire())  # would go at t0 + 1.1
     await asyncio.sleep(0)
-    assert len(pacer.schedule) == 2
+    assert len(pacer) == 1
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert len(pacer.schedule) == 1  # its own slot went back, the used one stayed
+    assert len(pacer) == 0  # it left the line
     start = clock.now()
-    await pacer.acquire()  # the pacer still works, and reuses the freed time
+    await pacer.acquire()  # the pacer still works: the next request goes 1.1 s after t0
     assert clock.now() - start == pytest.approx(1.1)
 
 

@@ -20,6 +20,7 @@ from .errors import (
     FlexError,
     LockedOutError,
     NotReadyError,
+    PacingError,
     QueryError,
     SaveError,
     ServiceUnavailableError,
@@ -39,12 +40,15 @@ from .stream import iter_elements, iter_rows
 
 if TYPE_CHECKING:  # what type checkers see; at run time, __getattr__ below loads them
     from .client import FlexClient, download_statement, fetch_statement
+    from .pacing import unlock
 
-# Names whose module imports aiohttp: each loads on first use, from the module named here.
+# Names whose module imports aiohttp (or asyncio, which imports ssl): each loads on first
+# use, from the module named here.
 _LAZY = {
     "FlexClient": "client",
     "download_statement": "client",
     "fetch_statement": "client",
+    "unlock": "pacing",
 }
 
 __all__ = [
@@ -56,6 +60,7 @@ __all__ = [
     "FlexStatement",
     "LockedOutError",
     "NotReadyError",
+    "PacingError",
     "ProgressCallback",
     "QueryError",
     "RowError",
@@ -76,6 +81,7 @@ __all__ = [
     "iter_rows",
     "parse_ib_date",
     "parse_ib_datetime",
+    "unlock",
 ]
 
 

@@ -25,11 +25,20 @@ from ._inflate import ACCEPT_ENCODING
 from .errors import FlexError, LockedOutError, Step, ThrottledError
 from .events import EventKind, FetchEvent, ProgressCallback
 from .flow import Outcome, Result, Wait, fetch_flow, worst_case_seconds
-from .pacing import pacer_for
-from .protocol import DEFAULT_BASE_URL, THROTTLED, HttpRequest, Saved, Trouble, redact
+from .pacing import Ticket, pacer_for
+from .protocol import (
+    DEFAULT_BASE_URL,
+    THROTTLED,
+    HttpRequest,
+    Saved,
+    Trouble,
+    TroubleKind,
+    http_trouble,
+    redact,
+)
 from .protocol import user_agent as _user_agent_header
-from .retry import attempt_limit
-from .settings import check_settings
+from .retry import MAX_BACKOFF, attempt_limit
+from .settings import DEFAULT_LOCKOUT, check_settings
 from .statement import FlexStatement
 
 __all__ = ["DEFAULT_MAX_STATEMENT_BYTES", "FlexClient", "download_statement", "fetch_statement"]
@@ -75,7 +84,9 @@ class FlexClient:
             (``"myapp/2.1 ibkr-flex-client/0.2.0 Python/3.12"``).
         base_url: replaces ``https://ndcdyn.interactivebrokers.com`` (a proxy, or a local
             simulator in tests): http(s), a host, an optional path, nothing else. Plain http
-            is accepted only on loopback.
+            is accepted only on loopback. On either of IB's two hosts (ndcdyn, gdcdyn), a
+            request failing DNS or connection, or answered by an HTML 404, is tried next on
+            the other; never on any other host, and never when this names another server.
         day_first: how the query writes slashed dates, for the statement: ``True`` for
             dd/MM, ``False`` for MM/dd; by default the document decides.
         clock: what the client sleeps on; tests pass ``testing.FakeClock`` to skip real waits.
@@ -83,6 +94,17 @@ class FlexClient:
             parsed as it arrives); a larger one raises :class:`StatementError`. At least
             1 MiB, or ``None`` for no limit; by default 128 MiB (the parsed tree takes about six
             times the statement's size). :meth:`download` streams to disk and has no limit.
+        pacing: where the token's request budget (IB's 1 per second and 10 per minute, the
+            slow-down after 1018, the lock-out after 1025) is shared: ``"machine"`` (every
+            process of yours on this machine, through a locked state file per token in
+            ``IBKR_FLEX_STATE_DIR``, by default the user cache directory), ``"process"``
+            (this process only), or a ``redis://`` / ``rediss://`` URL (every worker using
+            that Redis; needs ``ibkr-flex-client[redis]``). By default ``IBKR_FLEX_PACING``,
+            else ``"machine"``. With a virtual ``clock`` the budget is the process's own.
+        lockout_seconds: after IB answers 1025 (too many failed attempts), no request of
+            the token goes, anywhere its budget is shared, for this long: 1 hour by default,
+            more than 0 and at most a week. ``ibkr-flex unlock`` (or :func:`unlock`) clears it
+            sooner once the cause is fixed.
     """
 
     def __init__(
@@ -101,6 +123,8 @@ class FlexClient:
         day_first: bool | None = None,
         clock: Clock | None = None,
         max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
+        pacing: str | None = None,
+        lockout_seconds: float = DEFAULT_LOCKOUT,
     ) -> None:
         checked = check_settings(
             token=token,
@@ -115,8 +139,11 @@ class FlexClient:
             base_url=base_url,
             day_first=day_first,
             max_statement_bytes=max_statement_bytes,
+            pacing=pacing,
+            lockout_seconds=lockout_seconds,
         )
         self._settings = checked.fetch
+        self._lockout_seconds = checked.lockout_seconds
         self._timeout = checked.timeout
         self._max_statement = checked.max_statement_bytes
         self._headers = {
@@ -125,8 +152,9 @@ class FlexClient:
             "Accept-Encoding": ACCEPT_ENCODING,
         }
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
-        # Shared with every client of this token on this clock, in this process.
-        self._pacer = pacer_for(token, self._clock)
+        # Shared with every client of this token on this clock in this process, and through
+        # the pacing backend with every process (or worker) sharing the token's budget.
+        self._pacer = pacer_for(token, self._clock, checked.pacing)
 
     @property
     def query_id(self) -> str:
@@ -259,6 +287,10 @@ class FlexClient:
         progress = _Progress(self.query_id, self._clock, on_event)
         # Every request must be able to run its whole attempt before the fetch's bound.
         last_start = progress.started + self.worst_case_seconds - attempt_limit(self._timeout)
+        # The fetch's reference counts against the token's references in flight until it
+        # ends; if this process dies, it is dropped after the longest gap between two of
+        # the fetch's requests.
+        ticket = self._pacer.ticket(attempt_limit(self._timeout) + self._longest_wait + 60.0)
         outcome: Outcome | None = None
         try:
             while True:
@@ -270,7 +302,8 @@ class FlexClient:
                     progress.emit(EventKind.DONE, Step.GET_STATEMENT, size=size)
                     return result
                 except LockedOutError as error:
-                    self._pacer.lock_out(error)  # every fetch of this token stops too
+                    # Every fetch of this token, wherever its budget is shared, stops too.
+                    await self._lock_out(error)
                     raise
                 if isinstance(action, Wait):
                     if self._clock.now() + action.seconds > last_start:
@@ -283,7 +316,7 @@ class FlexClient:
                         detail=action.reason,
                     )
                     if action.code == THROTTLED:  # slow every fetch of this token down
-                        self._pacer.slow_down(action.seconds)
+                        await self._pacer.slow_down(action.seconds)
                     await self._pacer.sleep(action.seconds)
                     outcome = None
                     continue
@@ -297,15 +330,35 @@ class FlexClient:
                     return self._too_late(step)
 
                 await self._pacer.acquire(
-                    on_wait=paced,
-                    deadline=last_start,
-                    too_late=too_late,
+                    ticket, step, paced, deadline=last_start, too_late=too_late
                 )
                 progress.attempts[action.step] += 1
                 progress.emit(EventKind.REQUEST, action.step, detail=f"GET {action.safe_url}")
                 outcome = await self._perform(session, action, save_as)
         finally:
             flow.close()
+            await self._release(ticket)
+
+    async def _lock_out(self, error: LockedOutError) -> None:
+        """Keep IB's 1025 in the token's budget; the 1025 itself is what the caller must see,
+        even if the budget cannot be reached to keep it."""
+        try:
+            await self._pacer.lock_out(error, self._lockout_seconds)
+        except FlexError as failure:
+            logger.warning("the lock-out could not be kept for other processes: %s", failure)
+
+    async def _release(self, ticket: Ticket) -> None:
+        """The fetch's reference stops counting; if the budget cannot be reached now, it
+        expires by itself (the fetch's own outcome matters more than this bookkeeping)."""
+        try:
+            # Shielded: a cancellation arriving now still lets the release finish.
+            await asyncio.shield(self._pacer.release(ticket))
+        except FlexError:
+            logger.debug("the token's budget could not be told that a fetch ended")
+
+    @property
+    def _longest_wait(self) -> float:
+        return max(MAX_BACKOFF, self._settings.backoff_base)
 
     def _too_late(self, step: Step) -> ThrottledError:
         # Only time spent queueing behind other fetches of the token can push a fetch past
@@ -321,8 +374,9 @@ class FlexClient:
         self, session: aiohttp.ClientSession, request: HttpRequest, save_as: Path | None
     ) -> Outcome:
         """One GET; every network failure becomes a :class:`Trouble` whose text holds no
-        token. With ``save_as``, a statement streams to a file beside it (see
-        :meth:`download`)."""
+        token, and whose ``kind`` says whether the host seems gone (DNS, no connection, a
+        404: the flow then fails over to IB's other host). With ``save_as``, a statement
+        streams to a file beside it (see :meth:`download`)."""
         timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=self._timeout, sock_read=self._timeout
         )
@@ -337,7 +391,7 @@ class FlexClient:
             # aiohttp raises its own TimeoutError subclasses for the socket timeouts.
             return _timeout_trouble(exc, self._timeout)
         except aiohttp.ClientResponseError as exc:  # a caller's session with raise_for_status
-            return Trouble(f"HTTP {exc.status} from {request.step}", exc.status)
+            return http_trouble(f"HTTP {exc.status} from {request.step}", exc.status)
         except aiohttp.ClientConnectorError as exc:
             return _connect_trouble(exc, token)
         except aiohttp.ServerDisconnectedError:
@@ -461,16 +515,21 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 def _timeout_trouble(exc: BaseException, timeout: float) -> Trouble:
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return Trouble(f"no progress for {timeout:g} s (the read or connect stalled)")
+        # A connect that timed out is a host out of reach, like a refused one; a read that
+        # stalled is not. aiohttp 3.9 does not tell them apart: both are OTHER there.
+        kind = TroubleKind.CONNECT if _is_connect_timeout(exc) else TroubleKind.OTHER
+        return Trouble(f"no progress for {timeout:g} s (the read or connect stalled)", kind=kind)
     return Trouble(f"the attempt took longer than {attempt_limit(timeout):g} s")
 
 
 def _connect_trouble(exc: aiohttp.ClientConnectorError, token: str) -> Trouble:
     host = redact(f"{exc.host}:{exc.port}", token)
-    if isinstance(exc.os_error, socket.gaierror):
-        return Trouble(f"DNS lookup failed for {redact(exc.host, token)}")
+    if _is_dns_failure(exc):
+        return Trouble(f"DNS lookup failed for {redact(exc.host, token)}", kind=TroubleKind.DNS)
     reason = exc.os_error.strerror or type(exc.os_error).__name__
-    return Trouble(f"cannot connect to {host}: {reason}")
+    # A TLS failure (ClientSSLError is a ClientConnectorError) reached the host: not gone.
+    kind = TroubleKind.OTHER if isinstance(exc, aiohttp.ClientSSLError) else TroubleKind.CONNECT
+    return Trouble(f"cannot connect to {host}: {reason}", kind=kind)
 
 
 def fetch_statement(
@@ -488,6 +547,8 @@ def fetch_statement(
     day_first: bool | None = None,
     clock: Clock | None = None,
     max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
+    pacing: str | None = None,
+    lockout_seconds: float = DEFAULT_LOCKOUT,
     on_event: ProgressCallback | None = None,
 ) -> FlexStatement:
     """Fetch a statement, blocking until it arrives: for scripts that are not async.
@@ -496,7 +557,8 @@ def fetch_statement(
 
     Takes every :class:`FlexClient` option (``clock=`` too: in tests, the simulator's
     ``FakeClock``) and :meth:`FlexClient.fetch`'s ``on_event``, and raises what they raise.
-    Calls in several threads at once share the token's pacer.
+    Calls in several threads at once share the token's pacer (and, with ``pacing=``, its
+    budget with other processes).
 
     Raises:
         RuntimeError: when called inside a running event loop, where blocking would stall
@@ -517,6 +579,8 @@ def fetch_statement(
         day_first=day_first,
         clock=clock,
         max_statement_bytes=max_statement_bytes,
+        pacing=pacing,
+        lockout_seconds=lockout_seconds,
     )
     return asyncio.run(client.fetch(on_event=on_event))
 
@@ -537,6 +601,8 @@ def download_statement(
     day_first: bool | None = None,
     clock: Clock | None = None,
     max_statement_bytes: int | None = DEFAULT_MAX_STATEMENT_BYTES,
+    pacing: str | None = None,
+    lockout_seconds: float = DEFAULT_LOCKOUT,
     on_event: ProgressCallback | None = None,
 ) -> Path:
     """Download a statement to ``path``, blocking until it is saved: for scripts.
@@ -570,6 +636,8 @@ def download_statement(
         day_first=day_first,
         clock=clock,
         max_statement_bytes=max_statement_bytes,
+        pacing=pacing,
+        lockout_seconds=lockout_seconds,
     )
     return asyncio.run(client.download(path, on_event=on_event))
 
@@ -585,3 +653,26 @@ def _refuse_running_loop(function: str, method: str) -> None:
         f"{function} blocks, so it cannot run inside a running event loop; "
         f"use `await FlexClient(token=..., query_id=...).{method}` there instead"
     )
+
+
+# aiohttp 3.11 and later raise ClientConnectorDNSError for a failed lookup, and 3.10 and later
+# ConnectionTimeoutError for a connect that timed out; the project supports aiohttp 3.9, where
+# neither exists, so they are looked up by name.
+_DNS_ERROR: type[aiohttp.ClientConnectorError] | None = getattr(
+    aiohttp, "ClientConnectorDNSError", None
+)
+_CONNECT_TIMEOUT: type[aiohttp.ServerTimeoutError] | None = getattr(
+    aiohttp, "ConnectionTimeoutError", None
+)
+
+
+def _is_dns_failure(exc: aiohttp.ClientConnectorError) -> bool:
+    """Whether the host name did not resolve: aiohttp's own class where it has one, else
+    (aiohttp 3.9, 3.10) the resolver's ``socket.gaierror`` inside the connector error."""
+    return isinstance(exc.os_error, socket.gaierror) or (
+        _DNS_ERROR is not None and isinstance(exc, _DNS_ERROR)
+    )
+
+
+def _is_connect_timeout(exc: aiohttp.ServerTimeoutError) -> bool:
+    return _CONNECT_TIMEOUT is not None and isinstance(exc, _CONNECT_TIMEOUT)

@@ -12,6 +12,8 @@
     │   └── TransportError         HTTP trouble: refused, dropped, DNS, timeout, 5xx,
     │                              HTML or empty or truncated body
     ├── LockedOutError             1025: too many failed attempts; stop using the token
+    ├── PacingError                the token's shared budget (state file, Redis) is out of
+    │                              reach: nothing was sent
     ├── UnsafeUrlError             IB's answer pointed the token at a host we do not trust
     ├── UnknownCodeError           IB answered with a code this library does not know
     ├── SaveError                  download(): the statement could not be written to disk
@@ -31,6 +33,7 @@ __all__ = [
     "FlexError",
     "LockedOutError",
     "NotReadyError",
+    "PacingError",
     "QueryError",
     "SaveError",
     "ServiceUnavailableError",
@@ -129,6 +132,12 @@ class TransportError(TemporaryError):
 
 class LockedOutError(FlexError):
     """IB answered 1025 (too many failed attempts). Stop: every retry prolongs the lock-out."""
+
+
+class PacingError(FlexError):
+    """The token's shared budget could not be used: the state directory or file cannot be
+    written, or the Redis server cannot be reached. No request was sent: going on without
+    the budget others share could draw IB's throttle, so there is no silent fallback."""
 
 
 class UnsafeUrlError(FlexError):

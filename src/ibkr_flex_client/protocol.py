@@ -31,10 +31,12 @@ __all__ = [
     "Reply",
     "Saved",
     "Trouble",
+    "TroubleKind",
     "check_statement_url",
     "classify",
     "from_server",
     "get_statement_request",
+    "http_trouble",
     "read_get_answer",
     "read_send_answer",
     "redact",
@@ -290,12 +292,37 @@ class Saved:
     size: int
 
 
+class TroubleKind(enum.Enum):
+    """What a :class:`Trouble` says about the host it came from ("Hosts move"): the three
+    that mean "this host is gone, try IB's other one" and everything else."""
+
+    DNS = "dns"  # the host name did not resolve
+    CONNECT = "connect"  # it resolved, but no connection: refused, unreachable, timed out
+    NOT_FOUND = "not found"  # HTTP 404 that is not IB's envelope (IB's is an HTML page)
+    OTHER = "other"  # a 5xx, a drop, a stall, a broken body, TLS: not a moved host
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Trouble:
-    """A transient failure that is not an IB code: HTTP, transport or a broken body."""
+    """A transient failure that is not an IB code: HTTP, transport or a broken body.
+
+    ``kind`` is set where the failure is recognised: by the driver for network errors, by
+    the answer readers below for a 404.
+    """
 
     reason: str
     http_status: int | None = None
+    kind: TroubleKind = TroubleKind.OTHER
+
+
+# "Hosts move": a path that moved answers IB's HTML 404 page.
+_NOT_FOUND = 404
+
+
+def http_trouble(reason: str, status: int) -> Trouble:
+    """Trouble for an HTTP answer that is not IB's: a 404 is :attr:`TroubleKind.NOT_FOUND`."""
+    kind = TroubleKind.NOT_FOUND if status == _NOT_FOUND else TroubleKind.OTHER
+    return Trouble(reason, status, kind)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -349,7 +376,7 @@ def _read_envelope(
     """Parse a ``FlexStatementResponse``-style answer; non-2xx and broken bodies are Trouble.
     Every piece of the answer's text that reaches a message has ``secret`` redacted."""
     if _HTML.match(reply.body[:512]):  # maintenance and 404 pages, whatever the status
-        return Trouble(f"an HTML page instead of XML (HTTP {reply.status})", reply.status)
+        return http_trouble(f"an HTML page instead of XML (HTTP {reply.status})", reply.status)
     if reply.root is not None:
         root = reply.root
     else:
@@ -357,7 +384,7 @@ def _read_envelope(
             root = parse_xml(reply.body)
         except XmlRejectedError as exc:
             if not 200 <= reply.status < 300:
-                return Trouble(f"HTTP {reply.status} from {step}", reply.status)
+                return http_trouble(f"HTTP {reply.status} from {step}", reply.status)
             return _describe_bad_body(reply, from_server(str(exc), secret))
     code_text = _text(root, "ErrorCode")
     if code_text:
@@ -367,7 +394,7 @@ def _read_envelope(
         message = from_server(_text(root, "ErrorMessage") or "", secret)
         return root, IbAnswer(int(code_text), message, reply.status)
     if not 200 <= reply.status < 300:
-        return Trouble(f"HTTP {reply.status} from {step}", reply.status)
+        return http_trouble(f"HTTP {reply.status} from {step}", reply.status)
     return root, None
 
 

@@ -10,6 +10,8 @@ The rules, from ``docs/protocol.md`` ("Error codes", "Rate limits"):
 * Transient IB codes and HTTP trouble back off the same way.
 * Token, request and lock-out codes, and unknown codes, are never retried: retrying a failed
   request is what earns 1025 (too many failed attempts).
+* DNS failing for every host a fetch may use, for two minutes without a break, means no
+  network: the flow gives up then ("Hosts", :func:`.hosts.no_network`), before this budget.
 """
 
 from __future__ import annotations

@@ -14,9 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .dates import parse_ib_date
 from .flow import FetchSettings
+from .pacing import check_pacing
+from .pacing.slots import MAX_LOCKOUT
 from .retry import MAX_BACKOFF
 
 __all__ = [
+    "DEFAULT_LOCKOUT",
     "MAX_ATTEMPTS",
     "MAX_RANGE_DAYS",
     "MAX_TIMEOUT",
@@ -35,6 +38,10 @@ MAX_TIMEOUT = 600.0
 MIN_TIMEOUT = 0.1
 # IB's query ids are short digit strings; this leaves room for anything a proxy may use.
 MAX_QUERY_ID = 64
+# After a 1025, how long the token stays stopped everywhere its budget is shared. IB does not
+# say how long its lock-out lasts (docs/protocol.md); an hour is long enough that no
+# scheduler's retries prolong it, short enough that a fixed cause is not punished for a day.
+DEFAULT_LOCKOUT = 3600.0
 # A cap on the statement held in memory below this would refuse ordinary statements.
 MIN_STATEMENT_CAP = 1024 * 1024
 
@@ -50,6 +57,8 @@ class ClientSettings:
     timeout: float
     user_agent: str | None
     max_statement_bytes: int | None
+    pacing: str = "machine"
+    lockout_seconds: float = DEFAULT_LOCKOUT
 
 
 def _as_date(name: str, value: object) -> date | None:
@@ -154,6 +163,8 @@ def check_settings(
     base_url: object,
     day_first: object,
     max_statement_bytes: object,
+    pacing: object = None,
+    lockout_seconds: object = DEFAULT_LOCKOUT,
 ) -> ClientSettings:
     """Check every argument of :class:`FlexClient`; ``ValueError`` names the first bad one."""
     if not isinstance(token, str) or not token:
@@ -194,4 +205,6 @@ def check_settings(
         timeout=_check_seconds("timeout", timeout, MAX_TIMEOUT, MIN_TIMEOUT),
         user_agent=user_agent or None,
         max_statement_bytes=max_statement_bytes if isinstance(max_statement_bytes, int) else None,
+        pacing=check_pacing(pacing),
+        lockout_seconds=_check_seconds("lockout_seconds", lockout_seconds, MAX_LOCKOUT),
     )

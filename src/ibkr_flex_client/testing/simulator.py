@@ -3,7 +3,8 @@
 It answers SendRequest and GetStatement as IB does (envelopes, codes, the ``<Url>`` to follow),
 enforces IB's per-token limits with 1018, answers 1019 until a statement's generation time has
 passed, knows tokens and queries that fail with each terminal code, and can be scripted to fail
-a query's requests with any IB code or HTTP fault. It records every request.
+a query's requests with any IB code or HTTP fault. It records every request, and shows the
+records as JSON at :data:`REQUESTS_PATH` to other processes (``ibkr-flex simulator``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import dataclasses
 import itertools
 import random
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -38,6 +40,7 @@ from .faults import (
 __all__ = [
     "IB_MESSAGES",
     "QUERY_CODES",
+    "REQUESTS_PATH",
     "TOKEN_CODES",
     "Fault",
     "FaultKind",
@@ -52,6 +55,10 @@ _MAINTENANCE_PAGE = (
     b"</body></html>"
 )
 _NOT_FOUND_PAGE = b"<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>"
+# Not IB's: the simulator's own read-only window on FlexSimulator.requests, for processes
+# that share one simulator (``ibkr-flex simulator``), whatever their language. Tokens appear
+# only as fingerprints; the records themselves never hold a token.
+REQUESTS_PATH = "/_simulator/requests"
 _XML = "text/xml"
 _CHARSET = "ISO-8859-1"  # what IB declares, whatever the document says ("The two steps")
 # Our words, not IB's: the answer to a client on another clock (require_shared_clock). Its
@@ -113,6 +120,10 @@ class FlexSimulator:
             never moves, would throttle it for minutes of real backoff. The
             ``flex_simulator`` fixture turns it on; requests from other HTTP clients are
             refused too, so it is off by default.
+        ssl_context: serve https with this server-side context instead of plain http;
+            :attr:`base_url` is then ``https://127.0.0.1:PORT``. For tests of IB's own host
+            names: give the client's session a resolver that maps them to this port and an
+            SSL context that trusts the certificate (``trustme`` makes one for both names).
     """
 
     def __init__(
@@ -131,6 +142,7 @@ class FlexSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         require_shared_clock: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         if require_shared_clock and not isinstance(self.clock, FakeClock):
@@ -152,6 +164,7 @@ class FlexSimulator:
         self.requests: list[RequestRecord] = []
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context
         self._queries: dict[str, _Query] = {}
         self._references: dict[str, _Reference] = {}
         self._recent: dict[str, collections.deque[float]] = collections.defaultdict(
@@ -213,15 +226,17 @@ class FlexSimulator:
             "/AccountManagement/FlexWebService/FlexStatementService.SendRequest",
             self._not_found,
         )
+        app.router.add_get(REQUESTS_PATH, self._requests)
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl_context)
         await site.start()
         server = site._server  # the one way to learn the bound port
         assert isinstance(server, asyncio.base_events.Server)  # noqa: S101
         port = server.sockets[0].getsockname()[1]
-        self.base_url = f"http://{self._host}:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self.base_url = f"{scheme}://{self._host}:{port}"
         return self.base_url
 
     async def close(self) -> None:
@@ -338,6 +353,22 @@ class FlexSimulator:
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         self._record(request, Step.SEND_REQUEST, request.query.get("t", ""), "", "http:404")
         return web.Response(status=404, body=_NOT_FOUND_PAGE, content_type="text/html")
+
+    async def _requests(self, request: web.Request) -> web.StreamResponse:
+        """``GET`` :data:`REQUESTS_PATH`: :attr:`requests` as JSON, for other processes.
+
+        ``{"requests": [...], "answers": {...}}``: each record's fields as
+        :class:`RequestRecord` names them (``token_fingerprint``, never the token; ``at`` in
+        seconds on the simulator's clock), oldest first, and how many times each answer was
+        given (``"1018": 3``). Neither recorded nor limited: it is not IB's.
+        """
+        records = list(self.requests)
+        return web.json_response(
+            {
+                "requests": [dataclasses.asdict(record) for record in records],
+                "answers": dict(collections.Counter(record.answer for record in records)),
+            }
+        )
 
     # --- rules -----------------------------------------------------------------------------
 

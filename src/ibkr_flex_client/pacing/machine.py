@@ -1,0 +1,232 @@
+"""The budget every process of the user on this machine shares: a small locked file per token.
+
+The state directory is ``IBKR_FLEX_STATE_DIR``, else the platform's user cache directory
+(``$XDG_CACHE_HOME/ibkr-flex-client``, else ``~/.cache/ibkr-flex-client``; on macOS
+``~/Library/Caches/ibkr-flex-client``). It is created 0700 and must belong to the user; its
+files are 0600. Per token, named by a digest of the token (never the token itself):
+
+* ``<digest>.lock``: held with ``flock`` while the state is read, changed and written. The
+  kernel lets go of it when its holder dies, even by ``kill -9``.
+* ``<digest>.json``: the :class:`~.slots.TokenState`, replaced whole by ``rename`` from
+  ``<digest>.json.tmp``, so a process killed at any moment leaves the old state or the new
+  one, never half of one.
+
+A state file that cannot be read as one (corrupt, foreign, not a regular file) counts as
+"this minute is full" (the next request waits a minute: never a burst) and is rewritten.
+Times in the file are wall-clock seconds (they must mean the same in every process and
+survive a reboot); a clock put back is met by :func:`~.slots.forget`, which never lets a
+stored time lie further ahead than the rules set it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import PacingError
+from .slots import TokenState, forget_owners, full_minute, owners
+
+__all__ = ["STATE_DIR_VARIABLE", "MachineBackend", "default_state_dir", "host_owner"]
+
+STATE_DIR_VARIABLE = "IBKR_FLEX_STATE_DIR"
+# The state is a few hundred bytes; anything much larger is not ours.
+MAX_STATE_BYTES = 256 * 1024
+# A lock held longer than this is held by a process that is stuck (stopped, or on a dead
+# network file system): say so, never wait forever.
+LOCK_PATIENCE = 10.0
+_LOCK_POLL = 0.002
+
+R = TypeVar("R")
+
+
+def default_state_dir() -> Path:
+    """``IBKR_FLEX_STATE_DIR``, else the platform's user cache directory for this library."""
+    configured = os.environ.get(STATE_DIR_VARIABLE)
+    if configured:
+        return Path(configured).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "ibkr-flex-client"
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
+    return base / "ibkr-flex-client"
+
+
+def host_owner() -> str:
+    """This process, as named in the state: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class MachineBackend:
+    """One token's budget in ``directory``, shared by every process that opens the same file."""
+
+    recheck = 0.5  # other processes change the state: look again at least this often
+
+    def __init__(
+        self,
+        directory: Path,
+        digest: str,
+        *,
+        now: Callable[[], float] = time.time,
+        patience: float = LOCK_PATIENCE,
+    ) -> None:
+        self.directory = directory
+        self.path = directory / f"{digest}.json"
+        self._lock_path = directory / f"{digest}.lock"
+        self._temp_path = directory / f"{digest}.json.tmp"
+        self._now = now
+        self._patience = patience
+        self._host = socket.gethostname()
+        self._ready = False
+
+    def describe(self) -> str:
+        return f"the state file {self.path}"
+
+    async def apply(self, change: Callable[[TokenState, float], R]) -> tuple[R, float]:
+        try:
+            fd = self._open_lock()
+        except OSError as exc:
+            raise self._error("cannot open", exc) from None
+        try:
+            await self._lock(fd)
+            now = self._now()
+            state = self._load(now)
+            forget_owners(state, self._dead(state))
+            result = change(state, now)
+            self._save(state)
+        except OSError as exc:
+            raise self._error("cannot use", exc) from None
+        finally:
+            os.close(fd)  # closing the descriptor lets go of the lock
+        return result, now
+
+    # --- the directory and the lock ------------------------------------------------------
+
+    def _open_lock(self) -> int:
+        if not self._ready:
+            self._prepare_directory()
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, 0o600)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "the lock file is not a regular file")
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+        return fd
+
+    def _prepare_directory(self) -> None:
+        if sys.platform == "win32":
+            raise PacingError(
+                "machine-wide pacing needs POSIX file locks, which this platform lacks; "
+                'use pacing="process" (one process per token) or a Redis URL'
+            )
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self.directory.stat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise OSError(errno.ENOTDIR, "not a directory")
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            # Anyone who can write the state can hold the token's requests back forever.
+            raise PacingError(
+                f"the state directory {self.directory} belongs to another user; set "
+                f"{STATE_DIR_VARIABLE} to a directory of your own"
+            )
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            self.directory.chmod(0o700)
+        self._ready = True
+
+    async def _lock(self, fd: int) -> None:
+        give_up = time.monotonic() + self._patience
+        while not _try_lock(fd):
+            if time.monotonic() > give_up:
+                raise PacingError(
+                    f"{self.describe()} has been locked by another process for over "
+                    f"{self._patience:g} s (a stopped process?); no request was sent"
+                )
+            await asyncio.sleep(_LOCK_POLL)
+
+    # --- the state file ------------------------------------------------------------------
+
+    def _load(self, now: float) -> TokenState:
+        try:
+            data = self._read()
+        except FileNotFoundError:
+            return TokenState()
+        except OSError:
+            return full_minute(now)  # unreadable: wait a minute, and rewrite it
+        if data is None:
+            return full_minute(now)
+        try:
+            return TokenState.from_json(data)
+        except ValueError:
+            return full_minute(now)  # corrupt or foreign: never a burst
+
+    def _read(self) -> bytes | None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_STATE_BYTES:
+                return None
+            return file.read(MAX_STATE_BYTES + 1)
+
+    def _save(self, state: TokenState) -> None:
+        data = state.to_json()
+        # Under the lock only one writer exists, so one fixed temporary name suffices; one
+        # left by a killed writer is simply overwritten.
+        with contextlib.suppress(FileNotFoundError):
+            self._temp_path.unlink()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        fd = os.open(self._temp_path, flags, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        self._temp_path.replace(self.path)
+
+    def _dead(self, state: TokenState) -> set[str]:
+        """Owners on this host whose process no longer exists (killed): their seats and
+        places in line go at once rather than when they expire."""
+        dead = set()
+        for owner in owners(state):
+            host, _, pid = owner.rpartition(":")
+            if host == self._host and pid.isdigit() and not _alive(int(pid)):
+                dead.add(owner)
+        return dead
+
+    def _error(self, what: str, exc: OSError) -> PacingError:
+        return PacingError(
+            f"{what} {self.describe()} ({exc.strerror or exc}); the token's shared budget "
+            f"is out of reach, so no request was sent. Set {STATE_DIR_VARIABLE} to a "
+            'writable directory of your own, or use pacing="process"'
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # it exists (another user's), or it is not a pid we can judge
+    return True
+
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` if it is free; False if another process holds it."""
+    if sys.platform == "win32":  # pragma: no cover - refused in _prepare_directory
+        raise PacingError("no POSIX file locks on this platform")
+    import fcntl  # noqa: PLC0415 - POSIX only
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
