@@ -1,10 +1,11 @@
 """``ibkr-flex``: the command line (also ``python -m ibkr_flex_client``).
 
 One module per command (:mod:`.fetch`, :mod:`.inspect`, :mod:`.export`, :mod:`.models`,
-:mod:`.demo`), imported only when that command runs: ``--help`` and the commands that read
-files start without loading the network client (aiohttp). :mod:`.parser` holds the grammar,
-:mod:`.exits` the exit statuses, :mod:`.progress` the live progress line, :mod:`.inputs` and
-:mod:`.output` what the commands read and write.
+:mod:`.demo`, :mod:`.simulator`, :mod:`.unlock`), imported only when that command runs:
+``--help`` and the commands that read files start without loading the network client
+(aiohttp). :mod:`.parser` holds the grammar, :mod:`.exits` the exit statuses,
+:mod:`.progress` the live progress line, :mod:`.inputs` and :mod:`.output` what the commands
+read and write.
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ def _run(args: argparse.Namespace) -> int:
         from . import demo  # noqa: PLC0415
 
         return demo.main(args, sys.stdout, sys.stderr)
+    if command == "unlock":
+        from . import unlock  # noqa: PLC0415
+
+        return unlock.main(args, sys.stdout, sys.stderr)
+    if command == "simulator":
+        from . import simulator  # noqa: PLC0415
+
+        return simulator.main(args, sys.stdout, sys.stderr)
     if command == "inspect":
         from . import inspect  # noqa: PLC0415
 

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from ..errors import (
     LockedOutError,
+    PacingError,
     QueryError,
     SaveError,
     StatementError,
@@ -71,7 +72,8 @@ EXIT_CODES_HELP = """exit codes:
   8    the output could not be written (a full disk, a missing permission)
   66   the input file does not exist, is a directory, or cannot be read
   75   temporary failure (throttled, still generating, IB or network down): retry later
-  78   no token: set IBKR_FLEX_TOKEN or pass --token-file
+  78   no token (set IBKR_FLEX_TOKEN or pass --token-file), or the token's shared budget
+       cannot be reached (--pacing, IBKR_FLEX_STATE_DIR, the Redis server)
   129  interrupted by SIGHUP (128 + 1, the shell's convention)
   130  interrupted (Ctrl-C: SIGINT)
   143  interrupted by SIGTERM (128 + 15)
@@ -90,6 +92,7 @@ _EXIT_BY_CLASS: list[tuple[type[BaseException], int]] = [
     (TokenError, EXIT_TOKEN),
     (QueryError, EXIT_QUERY),
     (LockedOutError, EXIT_LOCKED_OUT),
+    (PacingError, EXIT_CONFIG),
     (TemporaryError, EXIT_TEMPORARY),
     (UnsafeUrlError, EXIT_UNTRUSTED),
     (UnknownCodeError, EXIT_UNTRUSTED),

@@ -41,6 +41,8 @@ OPTIONS = {
     "max_retries": "--max-retries",
     "backoff_base": "--backoff-base",
     "base_url": "--base-url",
+    "pacing": "--pacing",
+    "lockout_seconds": "--lockout-seconds",
 }
 # An argument's name, not inside a quoted value that the message repeats (a --base-url).
 _ARGUMENT = re.compile(r"""'[^']*'|"[^"]*"|\b(""" + "|".join(OPTIONS) + r")\b")
@@ -123,6 +125,8 @@ def _clients(token: str, queries: list[str], args: argparse.Namespace) -> list[F
         "timeout": args.timeout,
         "max_retries": args.max_retries,
         "backoff_base": args.backoff_base,
+        "pacing": args.pacing,
+        "lockout_seconds": args.lockout_seconds,
     }
     if args.base_url:
         options["base_url"] = args.base_url

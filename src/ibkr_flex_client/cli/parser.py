@@ -1,9 +1,10 @@
 """The command line's grammar: every command, option and help text. Imports no command, so
-``--help`` stays fast (the network client loads only for ``fetch`` and ``demo``)."""
+``--help`` stays fast (the network client loads only for the commands that use it)."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from .exits import EXIT_CODES_HELP
 
 __all__ = ["STDIN", "TOKEN_VARIABLE", "build_parser"]
 
+PACING_VARIABLE = "IBKR_FLEX_PACING"
 TOKEN_VARIABLE = "IBKR_FLEX_TOKEN"  # noqa: S105 - the variable's name, not a token
 STDIN = "-"  # a FILE argument of "-": standard input
 
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     _fetch(command)
     _readers(command)
     _demo(command)
+    _unlock(command)
+    _simulator(command)
     return parser
 
 
@@ -120,6 +124,41 @@ def _fetch(command: _Command) -> None:
     fetch.add_argument("--max-retries", type=int, default=10, metavar="N", help="default: 10")
     fetch.add_argument("--backoff-base", type=float, default=10.0, metavar="S", help="default: 10")
     fetch.add_argument("--base-url", metavar="URL", help="a proxy, or a simulator in tests")
+    _pacing_option(fetch)
+    fetch.add_argument(
+        "--lockout-seconds",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="after IB's 1025 (locked out), send nothing with this token for S seconds, "
+        "everywhere its budget is shared (default: 3600); `ibkr-flex unlock` ends it sooner",
+    )
+
+
+def _pacing_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pacing",
+        metavar="WHERE",
+        help=f"where the token's request budget is shared: machine (every process of yours "
+        f"on this machine; the default), process (this one only), or a redis:// or "
+        f"rediss:// URL (every worker using that Redis); default: ${PACING_VARIABLE}, "
+        "else machine",
+    )
+
+
+def _unlock(command: _Command) -> None:
+    unlock = command(
+        "unlock",
+        "clear the token's lock-out once the cause of IB's 1025 is fixed",
+        "After IB answers 1025 (too many failed attempts), no request of the token goes, "
+        "everywhere its budget is shared, for --lockout-seconds (an hour by default). Once "
+        f"you have fixed the cause (usually the token), this ends it sooner. The token comes "
+        f"from {TOKEN_VARIABLE} or --token-file; nothing is sent to IB.",
+    )
+    unlock.add_argument(
+        "--token-file", metavar="FILE", help=f"read the token here, not {TOKEN_VARIABLE}"
+    )
+    _pacing_option(unlock)
 
 
 def _readers(command: _Command) -> None:
@@ -181,4 +220,113 @@ def _demo(command: _Command) -> None:
         metavar="FILE",
         help="also save the statement there (atomically, as fetch -o does), to try "
         "inspect, export and models on it",
+    )
+
+
+# --- simulator -----------------------------------------------------------------------------
+
+# RawDescriptionHelpFormatter keeps these lines as written.
+_SIMULATOR_DESCRIPTION = """\
+Serve a simulated IB Flex Web Service on loopback until stopped, so that several processes,
+or programs in any language, are tested against one IB: its per-token limits (1 request a
+second, 10 a minute) hold across every client, and a request over them is answered 1018.
+
+The first line on stdout is the base URL, http://127.0.0.1:PORT (flushed at once, for a
+parent process to read); a line on stderr says how to use it. Point clients at it:
+  ibkr-flex fetch -q 1 --base-url URL      FlexClient(token=..., query_id=..., base_url=URL)
+Any token and query id work, except those that fail on purpose (the tokens expired-token,
+invalid-token, ...; the queries invalid-query, ...: ibkr_flex_client.testing.TOKEN_CODES
+and QUERY_CODES). Every query serves the same generated sample statement. After 20 terminal
+failures a token is locked out (1025), as at IB.
+
+GET URL/_simulator/requests answers every request so far as JSON, oldest first:
+  {"requests": [{"step": "SendRequest", "token_fingerprint": "...", "query": "1",
+                 "answer": "reference", "at": 12.3, "params": {...}, "user_agent": "..."},
+                ...],
+   "answers": {"reference": 2, "1019": 1, "statement": 2, "1018": 1}}
+"answer" is "reference", "statement", an IB code ("1018") or "fault:<kind>"; "at" is in
+seconds on the simulator's monotonic clock. Tokens appear only as fingerprints
+(ibkr_flex_client.testing.fingerprint(token): sha256, 12 hex digits), never in full.
+
+It listens on loopback only: it speaks plain HTTP, serves statements to any token, and
+clients send their token in the query string. Ctrl-C, SIGTERM or SIGHUP stop it (answers in
+flight are finished first) with exit status 0; a port already in use, or any other failure
+to listen, exits 1."""
+
+
+def _port(text: str) -> int:
+    """A TCP port to listen on; 0 for any free one."""
+    value = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= value <= 65535:  # the highest TCP port
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return value
+
+
+def _loopback(text: str) -> str:
+    """An IPv4 loopback address to listen on; ``localhost`` is 127.0.0.1 (the URL printed
+    must be the one clients use: a client follows IB's ``<Url>`` only to its own host)."""
+    host = "127.0.0.1" if text.lower() == "localhost" else text
+    try:
+        loopback = ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise argparse.ArgumentTypeError(
+            f"expected an IPv4 loopback address such as 127.0.0.1, got {text!r}: the "
+            "simulator speaks plain HTTP, and clients send their token in the query string"
+        )
+    return host
+
+
+def _simulator(command: _Command) -> None:
+    simulator = command(
+        "simulator",
+        "serve a simulated IB Flex Web Service until stopped, for tests in other processes",
+        _SIMULATOR_DESCRIPTION,
+    )
+    simulator.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        metavar="N",
+        help="the TCP port to listen on (default: 0, any free port; the URL names it)",
+    )
+    simulator.add_argument(
+        "--host",
+        type=_loopback,
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="an IPv4 loopback address to listen on (default: 127.0.0.1; localhost means "
+        "127.0.0.1); nothing else, see above. This package's own client speaks plain http "
+        "to 127.0.0.1, not to 127.0.0.2 and the like",
+    )
+    simulator.add_argument(
+        "--generation-seconds",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds from SendRequest until the statement is ready; GetStatement is "
+        "answered 1019 until then (default: 1)",
+    )
+    simulator.add_argument(
+        "--penalty-seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="after a 1018, refuse every request of that token for S seconds, as IB may "
+        "(default: 0)",
+    )
+    simulator.add_argument(
+        "--reference-ttl",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="seconds a reference code stays valid; 1017 after (default: 600)",
+    )
+    simulator.add_argument(
+        "--latency",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="delay every answer by S seconds, as a network would (default: 0)",
     )
