@@ -2,18 +2,18 @@
 
 Prints three tables:
 
-1. Processes x queries (1, 2 and 4 processes, 4 queries each, one token) against one
-   simulated IB on loopback in real time, with each pacing setting: ``process`` (each
-   process paces itself: the baseline, what every Flex client did before), ``machine`` (a
-   locked state file) and Redis (a real redis-server on loopback, when the ``redis-server``
-   binary package is installed). Wall time, its ratio to the floor that IB's limits allow
-   for the requests made, and the 1018 answers.
+1. The cost per request of the shared budget: one ``apply`` of the machine-wide state file
+   against the in-process state, alternated (ABAB) over several rounds; the median of the
+   paired ratios and the median microseconds each.
 2. 200 queries of one token in one process, on the virtual clock: time to the last
    statement against the floor, time to the first, requests, 1018 and 1017 answers, and the
    longest wait from a reference code to its first poll.
-3. The cost per request of the shared budget: one ``apply`` of the machine-wide state file
-   against the in-process state, alternated (ABAB) over several rounds; the median of the
-   paired ratios and the median microseconds each.
+3. Processes x queries (1, 2 and 4 processes, 4 queries each, one token) against one
+   simulated IB on loopback in real time, with each pacing setting: ``process`` (each
+   process paces itself: the baseline, what every Flex client did before), ``machine`` (a
+   locked state file) and Redis (a real redis-server on loopback, when the ``redis-server``
+   binary the tests use is installed). Wall time, its ratio to the floor that IB's limits allow
+   (a SendRequest and a GetStatement per statement), the requests made, and the 1018 answers.
 
     python bench/budget.py            # about 15 minutes (real time: IB's limits)
     python bench/budget.py --quick    # 1 and 2 processes only, about 5 minutes
@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,9 @@ from ibkr_flex_client.pacing.slots import Rank, TokenState, take
 from ibkr_flex_client.testing import FakeClock, FlexSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.redis_server import find_redis_server, free_port, ping  # noqa: E402
+
 WORKER = ROOT / "tests" / "budget_worker.py"
 QUERIES_PER_PROCESS = 4
 TOKEN = "bench-budget-token"  # noqa: S105 - a fake token for the simulator
@@ -57,39 +59,26 @@ def ib_floor(requests: int) -> float:
 
 @contextmanager
 def redis_server() -> Iterator[str | None]:
-    """A throwaway redis-server on loopback, or None when none is installed."""
-    binary = _redis_binary()
+    """A throwaway redis-server on loopback (the tests' binary), or None when none is found."""
+    binary = find_redis_server()
     if binary is None:
         yield None
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     directory = tempfile.mkdtemp()
-    server = subprocess.Popen(  # noqa: S603 - the installed redis-server binary
+    server = subprocess.Popen(  # noqa: S603 - the tests' redis-server binary
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory],
         stdout=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        while not ping(port) and time.monotonic() < deadline:
             time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.terminate()
         server.wait()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _redis_binary() -> str | None:
-    try:
-        import redis_server as package  # type: ignore[import-not-found]  # noqa: PLC0415
-    except ImportError:
-        return shutil.which("redis-server")
-    return str(package.REDIS_SERVER_PATH)
 
 
 def processes_run(pacing: str, processes: int) -> dict[str, float]:
@@ -120,14 +109,15 @@ def processes_run(pacing: str, processes: int) -> dict[str, float]:
         return {
             "wall": wall,
             "requests": len(answers),
-            "floor": ib_floor(len(answers)),
+            # Each statement needs a SendRequest and a GetStatement at least.
+            "floor": ib_floor(2 * processes * QUERIES_PER_PROCESS),
             "throttled": answers.count("1018"),
             "fetched": fetched,
         }
 
 
 def table_processes(counts: tuple[int, ...]) -> None:
-    print("1. processes x 4 queries, one token, real time over loopback")
+    print("\n3. processes x 4 queries, one token, real time over loopback")
     print("| pacing | processes | statements | requests | wall s | floor s | wall/floor | 1018 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     with redis_server() as redis_url:
@@ -219,7 +209,7 @@ def table_cost(rounds: int = 9, count: int = 500) -> None:
         ratios.append(m / b)
     TokenState.from_json(machine.path.read_bytes())  # it wrote a valid state
     shutil.rmtree(directory, ignore_errors=True)
-    print(f"\n3. cost per request, {rounds} ABAB rounds of {count} applies")
+    print(f"1. cost per request, {rounds} ABAB rounds of {count} applies")
     print("| backend | median us per request | ratio to in-process (median of pairs) |")
     print("|---|---:|---:|")
     print(f"| process (baseline) | {statistics.median(base) * 1e6:.1f} | 1 |")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ibkr_flex_client import LockedOutError
+from ibkr_flex_client import EventKind, FetchEvent, LockedOutError, Step
 from ibkr_flex_client._clock import SystemClock
 from ibkr_flex_client.cli import parser as cli_parser
+from ibkr_flex_client.cli import progress
 from ibkr_flex_client.pacing import PACING_VARIABLE, TokenPacer, token_digest
 from ibkr_flex_client.pacing.machine import MachineBackend
 from ibkr_flex_client.testing import FlexSimulator, fingerprint
@@ -132,3 +133,21 @@ def test_unlock_without_a_token_says_how_to_give_one() -> None:
 
 def test_the_command_line_names_the_librarys_variable() -> None:
     assert cli_parser.PACING_VARIABLE == PACING_VARIABLE
+
+
+@pytest.mark.parametrize(
+    ("detail", "shown"),
+    [
+        ("pacing", "SendRequest #1 in 6.0s (pacing)"),
+        ("pacing: queued behind 3 requests of this token", "(queued behind 3 requests"),
+        ("pacing: another process of this token goes first", "(another process of this"),
+        ("generation takes about a second", "GetStatement #1 in 6.0s"),
+    ],
+)
+def test_progress_says_when_a_query_waits_for_the_tokens_budget(detail: str, shown: str) -> None:
+    step = Step.GET_STATEMENT if detail.startswith("generation") else Step.SEND_REQUEST
+    event = FetchEvent(EventKind.WAIT, "7", step, 0, 1.0, wait=6.0, detail=detail)
+    line = progress._state(event, 0.0)
+    assert shown in line
+    if not detail.startswith("pacing"):
+        assert "(" not in line

@@ -136,10 +136,18 @@ def _left(event: FetchEvent, since: float) -> float:
     return max((event.wait or 0.0) - since, 0.0)
 
 
+def _budget(detail: str | None) -> str:
+    """Why a wait is for the token's budget, if it is: ``" (queued behind 3 requests of this
+    token)"``, ``" (another process of this token goes first)"``, ``" (pacing)"``."""
+    if not detail or not detail.startswith("pacing"):
+        return ""
+    return f" ({detail.removeprefix('pacing: ')})"
+
+
 def _state(event: FetchEvent, since: float) -> str:
     """One query's state, ``since`` seconds after its latest event."""
     if event.kind is EventKind.WAIT:
-        after = f" (after IB {event.code})" if event.code else ""
+        after = f" (after IB {event.code})" if event.code else _budget(event.detail)
         left = _left(event, since)
         return f"{event.query_id}: {event.step} #{event.attempt + 1} in {left:.1f}s{after}"
     if event.kind is EventKind.DONE:
