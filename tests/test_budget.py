@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from ibkr_flex_client import (
     ThrottledError,
 )
 from ibkr_flex_client.pacing import TokenPacer, token_digest
-from ibkr_flex_client.pacing.machine import MachineBackend
+from ibkr_flex_client.pacing.machine import MachineBackend, default_state_dir
 from ibkr_flex_client.pacing.slots import MAX_AWAITING, Rank, TokenState, take
 from ibkr_flex_client.testing import FakeClock, Fault, FlexSimulator
 
@@ -310,3 +311,35 @@ async def test_a_killed_process_references_and_place_are_dropped(
     ticket = pacer.ticket(900.0)
     await pacer.acquire(ticket, Step.SEND_REQUEST)
     assert clock.now() - start < 2.0  # not the 900 s until its references expire
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"IBKR_FLEX_STATE_DIR": "/srv/flex"}, Path("/srv/flex")),
+        ({"XDG_CACHE_HOME": "/c", "HOME": "/h"}, Path("/c/ibkr-flex-client")),
+        ({"XDG_CACHE_HOME": "relative", "HOME": "/h"}, Path("/h/.cache/ibkr-flex-client")),
+        ({"HOME": "/h"}, Path("/h/.cache/ibkr-flex-client")),
+    ],
+)
+def test_the_state_directory_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], expected: Path
+) -> None:
+    for name in ("IBKR_FLEX_STATE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert default_state_dir() == expected
+
+
+def test_without_a_home_the_state_directory_is_the_users_own_in_tmp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("IBKR_FLEX_STATE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", no_home)
+    assert default_state_dir().name == f"ibkr-flex-client-{os.getuid()}"

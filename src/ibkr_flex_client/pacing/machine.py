@@ -27,6 +27,7 @@ import os
 import socket
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,11 +54,19 @@ def default_state_dir() -> Path:
     configured = os.environ.get(STATE_DIR_VARIABLE)
     if configured:
         return Path(configured).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "ibkr-flex-client"
     cache = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
-    return base / "ibkr-flex-client"
+    if cache and Path(cache).is_absolute() and sys.platform != "darwin":
+        return Path(cache) / "ibkr-flex-client"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        # No home at all (a service account): a directory of this user's own in the temp
+        # directory; one that someone else made first is refused when used.
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        return Path(tempfile.gettempdir()) / f"ibkr-flex-client-{uid}"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "ibkr-flex-client"
+    return home / ".cache" / "ibkr-flex-client"
 
 
 def host_owner() -> str:
