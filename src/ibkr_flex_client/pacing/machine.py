@@ -14,8 +14,12 @@ files are 0600. Per token, named by a digest of the token (never the token itsel
 A state file that cannot be read as one (corrupt, foreign, not a regular file) counts as
 "this minute is full" (the next request waits a minute: never a burst) and is rewritten.
 Times in the file are wall-clock seconds (they must mean the same in every process and
-survive a reboot); a clock put back is met by :func:`~.slots.forget`, which never lets a
-stored time lie further ahead than the rules set it.
+survive a reboot). Each write also marks the file with the machine's steady clock (Linux:
+``CLOCK_BOOTTIME``, which counts suspend and is never stepped, and the boot's id), so the next
+writer sees a wall clock stepped meanwhile (NTP, a resumed VM) and moves the stored times by
+the step: a step forward lets no burst through, a step back stretches no wait. Elsewhere, and
+across a reboot, :func:`~.slots.forget` still never lets a stored time lie further ahead than
+the rules set it (a lock-out never outlasts its ``lockout_seconds``).
 """
 
 from __future__ import annotations
@@ -34,9 +38,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import PacingError
-from .slots import TokenState, forget_owners, full_minute, owners
+from .slots import Mark, TokenState, forget_owners, full_minute, owners, shift
 
-__all__ = ["STATE_DIR_VARIABLE", "MachineBackend", "default_state_dir", "host_owner"]
+__all__ = [
+    "STATE_DIR_VARIABLE",
+    "MachineBackend",
+    "default_state_dir",
+    "host_owner",
+    "steady_clock",
+]
 
 STATE_DIR_VARIABLE = "IBKR_FLEX_STATE_DIR"
 # The state is a few hundred bytes; anything much larger is not ours.
@@ -47,6 +57,8 @@ LOCK_PATIENCE = 10.0
 _LOCK_POLL = 0.002
 
 R = TypeVar("R")
+# A machine's steady clock: the boot's id and seconds since boot, or None where unknown.
+Steady = Callable[[], tuple[str, float] | None]
 
 
 def default_state_dir() -> Path:
@@ -69,6 +81,28 @@ def default_state_dir() -> Path:
     return home / ".cache" / "ibkr-flex-client"
 
 
+def steady_clock() -> tuple[str, float] | None:
+    """This boot's id and ``CLOCK_BOOTTIME`` (Linux), else None: no steady clock that every
+    process of the machine shares and that a reboot can be told from."""
+    boot = _boot_id()
+    if boot is None:
+        return None
+    return boot, time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+_BOOT_ID: list[str | None] = []
+
+
+def _boot_id() -> str | None:
+    if not _BOOT_ID:
+        boot = None
+        if sys.platform == "linux" and hasattr(time, "CLOCK_BOOTTIME"):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:64] or None
+        _BOOT_ID.append(boot)
+    return _BOOT_ID[0]
+
+
 def host_owner() -> str:
     """This process, as named in the state: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -84,14 +118,19 @@ class MachineBackend:
         directory: Path,
         digest: str,
         *,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float] | None = None,
+        steady: Steady | None = None,
         patience: float = LOCK_PATIENCE,
     ) -> None:
+        """``now`` is the shared time the state is kept in (the wall clock by default) and
+        ``steady`` the machine's steady clock that tells a step of it (by default
+        :func:`steady_clock` with the wall clock, none with another ``now``)."""
         self.directory = directory
         self.path = directory / f"{digest}.json"
         self._lock_path = directory / f"{digest}.lock"
         self._temp_path = directory / f"{digest}.json.tmp"
-        self._now = now
+        self._now = now if now is not None else time.time
+        self._steady = steady if steady is not None or now is not None else steady_clock
         self._patience = patience
         self._host = socket.gethostname()
         self._ready = False
@@ -103,13 +142,16 @@ class MachineBackend:
         try:
             fd = self._open_lock()
         except OSError as exc:
-            raise self._error("cannot open", exc) from None
+            raise self._error("cannot open", exc, self._lock_path) from None
         try:
             await self._lock(fd)
             now = self._now()
+            steady = self._steady() if self._steady is not None else None
             state = self._load(now)
+            _follow_wall_clock(state, now, steady)
             forget_owners(state, self._dead(state))
             result = change(state, now)
+            state.mark = Mark(steady[0], steady[1], now) if steady is not None else None
             self._save(state)
         except OSError as exc:
             raise self._error("cannot use", exc) from None
@@ -126,7 +168,7 @@ class MachineBackend:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
-            raise OSError(errno.EINVAL, "the lock file is not a regular file")
+            raise OSError(errno.EINVAL, "not a regular file", str(self._lock_path))
         if stat.S_IMODE(info.st_mode) & 0o077:
             os.fchmod(fd, 0o600)
         return fd
@@ -189,8 +231,9 @@ class MachineBackend:
         data = state.to_json()
         # Under the lock only one writer exists, so one fixed temporary name suffices; one
         # left by a killed writer is simply overwritten.
-        with contextlib.suppress(FileNotFoundError):
-            self._temp_path.unlink()
+        _clear(self._temp_path)
+        if self.path.is_dir() and not self.path.is_symlink():
+            _clear(self.path)  # rename cannot replace a directory
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
         fd = os.open(self._temp_path, flags, 0o600)
         with os.fdopen(fd, "wb") as file:
@@ -207,12 +250,40 @@ class MachineBackend:
                 dead.add(owner)
         return dead
 
-    def _error(self, what: str, exc: OSError) -> PacingError:
+    def _error(self, what: str, exc: OSError, path: Path | None = None) -> PacingError:
+        named = path or (Path(exc.filename) if isinstance(exc.filename, str) else self.path)
         return PacingError(
-            f"{what} {self.describe()} ({exc.strerror or exc}); the token's shared budget "
+            f"{what} {named} ({exc.strerror or exc}); the token's shared budget "
             f"is out of reach, so no request was sent. Set {STATE_DIR_VARIABLE} to a "
             'writable directory of your own, or use pacing="process"'
         )
+
+
+def _follow_wall_clock(state: TokenState, now: float, steady: tuple[str, float] | None) -> None:
+    """Move the state's times by how much the wall clock was stepped since it was written
+    (known when it was written on this boot, with a steady clock)."""
+    mark = state.mark
+    if mark is None or steady is None or mark.boot != steady[0]:
+        return
+    stepped = (now - mark.wall) - (steady[1] - mark.steady)
+    if stepped:
+        shift(state, stepped)
+
+
+def _clear(path: Path) -> None:
+    """Remove what is at ``path`` (a file, a link, or a directory that is in the way); a
+    directory that is not empty is moved aside, never deleted with what it holds."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except (IsADirectoryError, PermissionError):
+        if not path.is_dir() or path.is_symlink():
+            raise
+        try:
+            path.rmdir()
+        except OSError:
+            path.rename(path.with_name(f"{path.name}.moved-aside-{time.time_ns()}"))
 
 
 def _alive(pid: int) -> bool:

@@ -63,12 +63,19 @@ class Ticket:
     """One fetch's standing with its pacer: the id its reference in flight is counted
     under, and whether that reference has been polled yet (its first poll goes first)."""
 
-    __slots__ = ("id", "polled", "seat_ttl")
+    __slots__ = ("id", "polled", "seat_ttl", "sent")
 
     def __init__(self, seat_ttl: float) -> None:
         self.id = uuid.uuid4().hex
         self.seat_ttl = seat_ttl
         self.polled = True  # no reference yet
+        self.sent = False  # a SendRequest of this fetch has gone: it holds a seat
+
+    def resend(self, step: Step) -> bool:
+        """A SendRequest retried by a fetch that holds a seat: the budget lets it past the
+        limit on references in flight, so in this process's line it goes before new ones
+        (else a new SendRequest at the head, refused for references, would hold it back)."""
+        return step is Step.SEND_REQUEST and self.sent
 
     def rank(self, step: Step) -> Rank:
         if step is Step.SEND_REQUEST:
@@ -78,7 +85,7 @@ class Ticket:
 
 @dataclasses.dataclass(eq=False, slots=True)
 class _Waiter:
-    key: tuple[int, float, int]  # rank, since, arrival: the line's order
+    key: tuple[int, bool, float, int]  # rank, not a resend, since, arrival: the line's order
     loop: asyncio.AbstractEventLoop
     epoch: int  # lock-outs noted before it came
     woken: bool = False
@@ -130,7 +137,7 @@ class TokenPacer:
         kind of wait is told to ``on_wait`` before it starts. A cancelled wait takes nothing.
         """
         rank = ticket.rank(step) if ticket is not None else _untracked_rank(step)
-        me = self._enter(int(rank))
+        me = self._enter(int(rank), resend=ticket is not None and ticket.resend(step))
         told: set[Why | None] = set()
 
         def tell(seconds: float, why: Why | None, reason: str) -> None:
@@ -154,14 +161,16 @@ class TokenPacer:
                         take,
                         who=self._who,
                         rank=rank,
-                        waited=now - me.key[1],
+                        waited=now - me.key[2],
                         seat=ticket.id if ticket is not None else None,
                         seat_ttl=ticket.seat_ttl if ticket is not None else 0.0,
                     )
                 )
                 if isinstance(decision, Granted):
+                    self._forget_lock()  # the budget says there is none (any more)
                     if ticket is not None:
                         ticket.polled = step is not Step.SEND_REQUEST
+                        ticket.sent = ticket.sent or step is Step.SEND_REQUEST
                     return
                 if isinstance(decision, Locked):
                     self._stop(decision, backend_now)
@@ -183,7 +192,7 @@ class TokenPacer:
     ) -> None:
         wait = max(later.at - backend_now, 0.0)
         if later.why in (Why.PACING, Why.THROTTLED):
-            if self.clock.now() + wait > deadline:
+            if self.clock.now() + wait >= deadline:
                 raise _late(too_late)  # the slot itself comes too late
         else:
             wait = min(wait, self.backend.recheck)  # others may change it sooner
@@ -210,13 +219,15 @@ class TokenPacer:
     async def unlock(self) -> bool:
         """Clear a lock-out everywhere the budget is shared. True if there was one."""
         was, _ = await self.backend.apply(unlock)
-        with self._mutex:
-            self._locked = None
+        self._forget_lock()
         return was
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep on the clock, cut short by a lock-out of this token (which then raises)."""
-        self._raise_if_locked()
+        """Sleep on the clock, cut short by a lock-out of this token noted meanwhile (which
+        then raises). One noted before is left to the next request's :meth:`acquire`, which
+        asks the budget: it may have been cleared elsewhere (``ibkr-flex unlock``)."""
+        with self._mutex:
+            epoch = self._lock_epoch
         stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         with self._mutex:
@@ -227,13 +238,15 @@ class TokenPacer:
             sleeper.cancel()
             with self._mutex:
                 self._stops.discard(stop)
-        self._raise_if_locked()
+                noted = self._lock_epoch > epoch
+        if noted:
+            self._raise_if_locked()
 
     # --- the line ------------------------------------------------------------------------
 
-    def _enter(self, rank: int) -> _Waiter:
+    def _enter(self, rank: int, *, resend: bool) -> _Waiter:
         me = _Waiter(
-            (rank, self.clock.now(), next(self._arrivals)),
+            (rank, not resend, self.clock.now(), next(self._arrivals)),
             asyncio.get_running_loop(),
             self._lock_epoch,
         )
@@ -320,6 +333,10 @@ class TokenPacer:
     def _stop(self, locked: Locked, backend_now: float) -> NoReturn:
         raise self._note_lock(locked, backend_now)
 
+    def _forget_lock(self) -> None:
+        with self._mutex:
+            self._locked = None
+
     def _current_lock(self) -> LockedOutError | None:
         with self._mutex:
             if self._locked is not None and self.clock.now() >= self._locked[0]:
@@ -345,7 +362,7 @@ def _untracked_rank(step: Step) -> Rank:
 def _check_deadline(
     now: float, deadline: float, too_late: Callable[[], BaseException] | None
 ) -> None:
-    if now > deadline:
+    if now >= deadline:  # a request goes before its deadline, or not at all
         raise _late(too_late)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Granted",
     "Later",
     "Locked",
+    "Mark",
     "Rank",
     "Seat",
     "TokenState",
@@ -51,6 +52,7 @@ __all__ = [
     "full_minute",
     "lock",
     "release",
+    "shift",
     "slow_down",
     "take",
     "unlock",
@@ -114,6 +116,17 @@ class Seat:
     owner: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Mark:
+    """When the state was last written, on two clocks: the time its times are in (the wall
+    clock) and a steady clock of the machine (since ``boot``, which names the boot). The
+    next writer on the same boot sees by how much the wall clock was stepped meanwhile."""
+
+    boot: str
+    steady: float
+    wall: float
+
+
 @dataclasses.dataclass(slots=True)
 class TokenState:
     """Everything shared about one token's budget. Changed only by this module's functions."""
@@ -124,6 +137,10 @@ class TokenState:
     locked_message: str = ""
     seats: dict[str, Seat] = dataclasses.field(default_factory=dict)
     demands: dict[str, Demand] = dataclasses.field(default_factory=dict)
+    # How long the lock-out was set for: a clock put back cannot make it last longer.
+    locked_for: float = 0.0
+    # Written by a backend that can tell its clock was stepped (see Mark); else None.
+    mark: Mark | None = None
 
     def to_json(self) -> bytes:
         """Compact JSON (``-inf`` as null)."""
@@ -136,6 +153,8 @@ class TokenState:
                 "locked_message": self.locked_message,
                 "seats": {k: dataclasses.astuple(s) for k, s in self.seats.items()},
                 "demands": {k: dataclasses.astuple(d) for k, d in self.demands.items()},
+                "locked_for": self.locked_for,
+                "mark": dataclasses.astuple(self.mark) if self.mark is not None else None,
             },
             separators=(",", ":"),
         ).encode()
@@ -155,7 +174,10 @@ class TokenState:
                 _key(k): Demand(_rank(r), _time(s), _time(d), _text(o), _flag(h))
                 for k, (r, s, d, o, h) in _sized(raw["demands"], dict).items()
             }
+            mark = raw.get("mark")
             return cls(
+                locked_for=_time(raw.get("locked_for", MAX_LOCKOUT)),
+                mark=None if mark is None else Mark(_key(mark[0]), _time(mark[1]), _time(mark[2])),
                 sent=sorted(sent),
                 blocked_until=_optional_time(raw["blocked_until"]),
                 locked_until=_optional_time(raw["locked_until"]),
@@ -203,7 +225,7 @@ def forget(state: TokenState, now: float) -> None:
     the rules give, never a shorter one."""
     state.sent = [min(t, now) for t in state.sent if t > now - MINUTE][-PER_MINUTE:]
     state.blocked_until = min(state.blocked_until, now + MAX_BACKOFF)
-    state.locked_until = min(state.locked_until, now + MAX_LOCKOUT)
+    state.locked_until = min(state.locked_until, now + min(state.locked_for, MAX_LOCKOUT))
     if state.locked_until <= now:
         state.locked_until, state.locked_message = NEVER, ""
     state.seats = {k: s for k, s in state.seats.items() if s.expires > now}
@@ -314,6 +336,7 @@ def lock(state: TokenState, now: float, *, seconds: float, message: str) -> floa
     until = now + min(max(seconds, 0.0), MAX_LOCKOUT)
     if until > state.locked_until:
         state.locked_until, state.locked_message = until, message[:_MAX_MESSAGE]
+        state.locked_for = until - now
     return state.locked_until
 
 
@@ -323,6 +346,20 @@ def unlock(state: TokenState, now: float) -> bool:
     was = state.locked_until > now
     state.locked_until, state.locked_message = NEVER, ""
     return was
+
+
+def shift(state: TokenState, seconds: float) -> None:
+    """Move every time in the state by ``seconds``: the wall clock they are in was stepped
+    by that much (so a step forward lets no burst through, a step back stretches no wait)."""
+    state.sent = [t + seconds for t in state.sent]
+    state.blocked_until += seconds
+    state.locked_until += seconds
+    for seat in state.seats.values():
+        seat.issued += seconds
+        seat.expires += seconds
+    for demand in state.demands.values():
+        demand.since += seconds
+        demand.due += seconds
 
 
 def forget_owners(state: TokenState, dead: set[str]) -> None:
