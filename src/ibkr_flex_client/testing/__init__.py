@@ -8,7 +8,7 @@
 
 The pytest plugin (installed with the package) adds the ``flex_simulator`` and ``flex_clock``
 fixtures. :class:`FlexSimulator` (an aiohttp server) loads on first use: the clock, the
-statement builder and the faults import without aiohttp.
+statement builder, the account history and the faults import without aiohttp.
 """
 
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from .faults import (
     RequestRecord,
     fingerprint,
 )
+from .history import AccountHistory, Correction
 
 if TYPE_CHECKING:  # what type checkers see; at run time, __getattr__ below loads it
     from .simulator import FlexSimulator
@@ -37,6 +38,8 @@ __all__ = [
     "IB_MESSAGES",
     "QUERY_CODES",
     "TOKEN_CODES",
+    "AccountHistory",
+    "Correction",
     "FakeClock",
     "Fault",
     "FaultKind",

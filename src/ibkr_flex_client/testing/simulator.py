@@ -3,8 +3,11 @@
 It answers SendRequest and GetStatement as IB does (envelopes, codes, the ``<Url>`` to follow),
 enforces IB's per-token limits with 1018, answers 1019 until a statement's generation time has
 passed, knows tokens and queries that fail with each terminal code, and can be scripted to fail
-a query's requests with any IB code or HTTP fault. It records every request, and shows the
-records as JSON at :data:`REQUESTS_PATH` to other processes (``ibkr-flex simulator``).
+a query's requests with any IB code or HTTP fault. It reads SendRequest's optional ``fd``,
+``td`` and ``p`` as IB does (a bad combination is 1020), and a query given an
+:class:`AccountHistory` serves any requested range of it, answering 1003 for ranges IB has no
+statement for. It records every request, and shows the records as JSON at
+:data:`REQUESTS_PATH` to other processes (``ibkr-flex simulator``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import itertools
 import random
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
 from aiohttp import web
@@ -36,6 +39,7 @@ from .faults import (
     RequestRecord,
     fingerprint,
 )
+from .history import AccountHistory, Window, read_overrides
 
 __all__ = [
     "IB_MESSAGES",
@@ -74,6 +78,7 @@ _OFF_CLOCK_MESSAGE = (
 @dataclasses.dataclass(slots=True)
 class _Query:
     statement: bytes | Callable[[], bytes] | None = None
+    history: AccountHistory | None = None
     generation_seconds: float | None = None
     faults: dict[Step, collections.deque[Fault]] = dataclasses.field(
         default_factory=lambda: {step: collections.deque() for step in Step}
@@ -86,6 +91,7 @@ class _Reference:
     token: str
     ready_at: float
     expires_at: float
+    window: Window | None = None  # the range asked for, for a query with a history
 
 
 class FlexSimulator:
@@ -185,11 +191,23 @@ class FlexSimulator:
         *,
         statement: bytes | Callable[[], bytes] | None = None,
         generation_seconds: float | None = None,
+        history: AccountHistory | None = None,
     ) -> None:
-        """Serve ``statement`` for ``query_id``, ready ``generation_seconds`` after SendRequest."""
+        """Serve ``statement`` for ``query_id``, ready ``generation_seconds`` after SendRequest.
+
+        With ``history`` instead, serve the range each SendRequest asks for (``fd``/``td``,
+        ``p``, or by default the last business day before ``history.today``) from that
+        :class:`AccountHistory`, and answer 1003 at SendRequest where IB has no statement
+        (:meth:`AccountHistory.unavailable`: ends on a weekend, not yet published, before an
+        account's opening). Each replaces the other.
+        """
+        if statement is not None and history is not None:
+            raise ValueError("give statement or history, not both")
         query = self._queries.setdefault(str(query_id), _Query())
         if statement is not None:
-            query.statement = statement
+            query.statement, query.history = statement, None
+        if history is not None:
+            query.statement, query.history = None, history
         if generation_seconds is not None:
             query.generation_seconds = generation_seconds
 
@@ -297,6 +315,9 @@ class FlexSimulator:
             refusal = 1020
         if refusal is None:
             refusal = self.token_codes.get(token) or self.query_codes.get(query_id)
+        window = None
+        if refusal is None:
+            refusal, window = self._requested_window(query_id, request.query)
         if refusal is not None:
             return await self._refuse(request, Step.SEND_REQUEST, token, query_id, refusal)
         fault = self._next_fault(query_id, Step.SEND_REQUEST)
@@ -311,7 +332,7 @@ class FlexSimulator:
             else self.generation_seconds
         )
         self._references[code] = _Reference(
-            query_id, token, now + generation, now + self.reference_ttl
+            query_id, token, now + generation, now + self.reference_ttl, window
         )
         url = fault.url if fault is not None and fault.url else self.base_url + GET_PATH
         body = _envelope(
@@ -343,7 +364,7 @@ class FlexSimulator:
         if now < reference.ready_at:
             return await self._refuse(request, Step.GET_STATEMENT, token, code, 1019)
         self._record(request, Step.GET_STATEMENT, token, code, "statement")
-        body = self._statement_for(reference.query_id)
+        body = self._statement_for(reference.query_id, reference.window)
         return await self._answer(web.Response(body=body, content_type=_XML, charset=_CHARSET))
 
     async def _legacy_servlet(self, request: web.Request) -> web.StreamResponse:
@@ -405,8 +426,33 @@ class FlexSimulator:
             return None
         return query.faults[step].popleft()
 
-    def _statement_for(self, query_id: str) -> bytes:
+    def _requested_window(
+        self, query_id: str, params: Mapping[str, str]
+    ) -> tuple[int | None, Window | None]:
+        """SendRequest's ``fd``/``td``/``p`` ("Optional SendRequest parameters"): 1020 for a
+        malformed or over-long range, whatever the query; for a query with a history, the
+        window asked for, or 1003 when IB would have no statement for it.
+
+        The protocol notes do not say which step answers 1003 for such a range; the range is
+        known at SendRequest, so it is answered there, as for :data:`QUERY_CODES`.
+        """
+        try:
+            overrides = read_overrides(params)
+        except ValueError:
+            return 1020, None
         query = self._queries.get(query_id)
+        if query is None or query.history is None:
+            return None, None
+        window = query.history.window(overrides)
+        if query.history.unavailable(window) is not None:
+            return 1003, None
+        return None, window
+
+    def _statement_for(self, query_id: str, window: Window | None = None) -> bytes:
+        query = self._queries.get(query_id)
+        if query is not None and query.history is not None:
+            window = window or query.history.window()
+            return query.history.statement(window.from_date, window.to_date, period=window.period)
         content = query.statement if query is not None and query.statement else self.statement
         if content is None:
             return build_statement()
@@ -460,17 +506,18 @@ class FlexSimulator:
             assert self._closing is not None  # noqa: S101 - set by start()
             await self._closing.wait()
         if fault.kind is FaultKind.TRUNCATE:
-            body = self._statement_for(self._query_of(query))
+            reference = self._references.get(query)
+            body = (
+                self._statement_for(reference.query_id, reference.window)
+                if reference is not None
+                else self._statement_for(query)
+            )
             response = web.StreamResponse(headers={"Content-Type": f"{_XML}; charset={_CHARSET}"})
             response.content_length = len(body)
             await response.prepare(request)
             await response.write(body[: len(body) // 2])
         _drop(request)
         return web.Response(status=503)  # never reaches the client: the connection is gone
-
-    def _query_of(self, query_or_reference: str) -> str:
-        reference = self._references.get(query_or_reference)
-        return reference.query_id if reference is not None else query_or_reference
 
     async def _answer(self, response: web.Response) -> web.Response:
         if self.latency:
