@@ -26,6 +26,8 @@ from .errors import (
     ServiceUnavailableError,
     StatementError,
     Step,
+    StoreBusyError,
+    StoreError,
     TemporaryError,
     ThrottledError,
     TokenError,
@@ -41,6 +43,7 @@ from .stream import iter_elements, iter_rows
 if TYPE_CHECKING:  # what type checkers see; at run time, __getattr__ below loads them
     from .client import FlexClient, download_statement, fetch_statement
     from .pacing import unlock
+    from .sync import sync_history, sync_history_blocking
 
 # Names whose module imports aiohttp (or asyncio, which imports ssl): each loads on first
 # use, from the module named here.
@@ -49,6 +52,8 @@ _LAZY = {
     "download_statement": "client",
     "fetch_statement": "client",
     "unlock": "pacing",
+    "sync_history": "sync",
+    "sync_history_blocking": "sync",
 }
 
 __all__ = [
@@ -68,6 +73,8 @@ __all__ = [
     "ServiceUnavailableError",
     "StatementError",
     "Step",
+    "StoreBusyError",
+    "StoreError",
     "TemporaryError",
     "ThrottledError",
     "TokenError",
@@ -81,6 +88,8 @@ __all__ = [
     "iter_rows",
     "parse_ib_date",
     "parse_ib_datetime",
+    "sync_history",
+    "sync_history_blocking",
     "unlock",
 ]
 

@@ -17,6 +17,8 @@
     ├── UnsafeUrlError             IB's answer pointed the token at a host we do not trust
     ├── UnknownCodeError           IB answered with a code this library does not know
     ├── SaveError                  download(): the statement could not be written to disk
+    ├── StoreError                 sync: the database cannot be used
+    │   └── StoreBusyError         another sync of the database is running: try later
     └── StatementError             bytes that are not a complete, well-formed Flex statement
         └── RowError               a row that does not fit the model given to rows()
 
@@ -39,6 +41,8 @@ __all__ = [
     "ServiceUnavailableError",
     "StatementError",
     "Step",
+    "StoreBusyError",
+    "StoreError",
     "TemporaryError",
     "ThrottledError",
     "TokenError",
@@ -151,6 +155,16 @@ class UnknownCodeError(FlexError):
 class SaveError(FlexError):
     """``download()`` could not write the statement file (no such directory, disk full,
     no permission). Nothing partial is left at the target path."""
+
+
+class StoreError(FlexError):
+    """A sync's database cannot be used: not a sync database, from a newer version of this
+    library, unwritable, or busy with another sync. Nothing stored is lost."""
+
+
+class StoreBusyError(StoreError):
+    """Another sync of the same database is running; this one did nothing. Try again when
+    it has finished."""
 
 
 class StatementError(FlexError, ValueError):

@@ -14,6 +14,8 @@ from ..errors import (
     QueryError,
     SaveError,
     StatementError,
+    StoreBusyError,
+    StoreError,
     TemporaryError,
     TokenError,
     UnknownCodeError,
@@ -69,11 +71,14 @@ EXIT_CODES_HELP = """exit codes:
   5    locked out by IB (1025): stop using the token for a while
   6    IB's answer was untrusted or unknown (a foreign download URL, an unknown code)
   7    the file or answer is not a complete Flex statement
-  8    the output could not be written (a full disk, a missing permission)
+  8    the output could not be written (a full disk, a missing permission), or the sync
+       database cannot be used (not one, from a newer version)
   66   the input file does not exist, is a directory, or cannot be read
-  75   temporary failure (throttled, still generating, IB or network down): retry later
+  75   temporary failure (throttled, still generating, IB or network down, the sync
+       database busy with another sync): retry later
   78   no token (set IBKR_FLEX_TOKEN or pass --token-file), or the token's shared budget
-       cannot be reached (--pacing, IBKR_FLEX_STATE_DIR, the Redis server)
+       cannot be reached (--pacing, IBKR_FLEX_STATE_DIR, the Redis server), or
+       export --format parquet without pyarrow (pip install 'ibkr-flex-client[parquet]')
   129  interrupted by SIGHUP (128 + 1, the shell's convention)
   130  interrupted (Ctrl-C: SIGINT)
   143  interrupted by SIGTERM (128 + 15)
@@ -98,6 +103,8 @@ _EXIT_BY_CLASS: list[tuple[type[BaseException], int]] = [
     (UnknownCodeError, EXIT_UNTRUSTED),
     (StatementError, EXIT_STATEMENT),
     (SaveError, EXIT_SAVE),
+    (StoreBusyError, EXIT_TEMPORARY),
+    (StoreError, EXIT_SAVE),
 ]
 
 
