@@ -35,3 +35,4 @@ def demo(session: nox.Session) -> None:
     """A user's first minute: a fresh environment, a plain install, `ibkr-flex demo` offline."""
     session.install(".")
     session.run("ibkr-flex", "demo", "--generation-seconds", "1.5")
+    session.run("ibkr-flex", "demo", "--sync")

@@ -431,5 +431,5 @@ async def test_fetch_statement_inside_an_event_loop_says_to_await(token: str) ->
 def test_parser_lists_every_command() -> None:
     parser = build_parser()
     actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    commands = {"fetch", "inspect", "export", "models", "demo", "simulator", "unlock"}
+    commands = {"fetch", "sync", "inspect", "export", "models", "demo", "simulator", "unlock"}
     assert set(actions[0].choices) == commands

@@ -1,9 +1,9 @@
 """``ibkr-flex``: the command line (also ``python -m ibkr_flex_client``).
 
-One module per command (:mod:`.fetch`, :mod:`.inspect`, :mod:`.export`, :mod:`.models`,
-:mod:`.demo`, :mod:`.simulator`, :mod:`.unlock`), imported only when that command runs:
-``--help`` and the commands that read files start without loading the network client
-(aiohttp). :mod:`.parser` holds the grammar, :mod:`.exits` the exit statuses,
+One module per command (:mod:`.fetch`, :mod:`.sync`, :mod:`.inspect`, :mod:`.export`,
+:mod:`.models`, :mod:`.demo`, :mod:`.simulator`, :mod:`.unlock`), imported only when that
+command runs: ``--help`` and the commands that read files start without loading the network
+client (aiohttp). :mod:`.parser` holds the grammar, :mod:`.exits` the exit statuses,
 :mod:`.progress` the live progress line, :mod:`.inputs` and :mod:`.output` what the commands
 read and write.
 """
@@ -72,6 +72,10 @@ def _run(args: argparse.Namespace) -> int:
         from . import fetch  # noqa: PLC0415
 
         return fetch.main(args, sys.stdout.buffer, sys.stderr)
+    if command == "sync":
+        from . import sync  # noqa: PLC0415
+
+        return sync.main(args, sys.stdout, sys.stderr)
     if command == "demo":
         from . import demo  # noqa: PLC0415
 

@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import tempfile
 from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
 from typing import TextIO
 
 from ..client import FlexClient
 from ..dates import parse_ib_date
 from ..statement import FlexStatement
+from ..sync import SyncEvent, SyncEventKind, sync_history
+from ..sync.status import read_status
+from ..testing.clock import FakeClock
 from ..testing.content import build_statement
+from ..testing.history import AccountHistory, Correction
 from ..testing.simulator import FlexSimulator
 from .exits import EXIT_OK
 from .output import Sink
 from .progress import Progress
+from .sync import show_status, summary
 
 __all__ = ["main", "summarize"]
 
@@ -84,6 +94,99 @@ async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+# The demo's account: opened in 2024, so that a sync since 2023 meets IB's 1003 for the dates
+# before; one trade corrected later, one cancelled.
+_DEMO_ACCOUNT = "U1234567"
+_DEMO_OPENED = date(2024, 3, 14)
+# A backfill up to before the corrections; an overlapping sync that meets them (and
+# duplicates); an incremental one with nothing new.
+_DEMO_RUNS = (
+    ("backfill since 2023-06-01, until 2025-03-07", date(2023, 6, 1), date(2025, 3, 7)),
+    ("since 2025-01-01, overlapping", date(2025, 1, 1), None),
+    ("incremental, no --since", None, None),
+)
+
+
+def _demo_history(today: date) -> AccountHistory:
+    return AccountHistory(
+        accounts=(_DEMO_ACCOUNT,),
+        opened={_DEMO_ACCOUNT: _DEMO_OPENED},
+        trades_per_year=500,
+        seed="demo",
+        today=today,
+        query_name="Demo activity",
+        corrections=(
+            Correction(
+                account=_DEMO_ACCOUNT,
+                trade_date=date(2025, 3, 3),
+                reported=date(2025, 3, 10),
+                trade_price="101.25",
+            ),
+            Correction(
+                account=_DEMO_ACCOUNT,
+                trade_date=date(2025, 3, 4),
+                reported=date(2025, 3, 11),
+                cancel=True,
+            ),
+        ),
+    )
+
+
+async def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Sync a simulated account's history since 2023 into a database: a backfill, an
+    overlapping sync that brings duplicates and a correction, and an incremental one."""
+    today = date(2026, 11, 27)
+    clock = FakeClock()
+    simulator = FlexSimulator(clock=clock, generation_seconds=args.generation_seconds)
+    simulator.add_query("123456", history=_demo_history(today))
+    with contextlib.ExitStack() as stack:
+        if args.db:
+            db = Path(args.db)
+        else:
+            db = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "demo.db"
+        async with simulator:
+            print(
+                f"Simulated IB Flex Web Service on {simulator.base_url}, on virtual time (IB's "
+                f"limits hold, nothing waits); account {_DEMO_ACCOUNT} opened {_DEMO_OPENED}",
+                file=err,
+            )
+            for label, since, until in _DEMO_RUNS:
+                print(f"Sync ({label}) of query 123456 into {db} ...", file=err)
+                report = await sync_history(
+                    db,
+                    token="demo-token",  # noqa: S106 - the simulator's
+                    query_ids=["123456"],
+                    since=since,
+                    until=until,
+                    today=today,
+                    base_url=simulator.base_url,
+                    clock=clock,
+                    on_event=functools.partial(_show_window, err),
+                )
+                summary(report, out)
+        for status in read_status(db):
+            show_status(status, out)
+        if args.db:
+            print(f"ibkr-flex: kept {db}: try sync --status, export --db", file=err)
+    return EXIT_OK
+
+
+def _show_window(err: TextIO, event: SyncEvent) -> None:
+    if event.kind is SyncEventKind.RETRY and event.asked is not None:
+        first, last = event.asked
+        print(f"  {event.window}: IB 1003 (not available), trying {first}..{last}", file=err)
+    elif event.kind is SyncEventKind.STORED and event.stored is not None:
+        stored = event.stored
+        if stored.outcome == "empty":
+            text = "no statement: " + stored.note
+        else:
+            text = (
+                f"{stored.rows_added:,} rows added, {stored.duplicates:,} duplicates, "
+                f"{stored.corrections:,} corrections"
+            )
+        print(f"  {stored.covers}: {text}", file=err)
+
+
 def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """:func:`run` in its own event loop."""
-    return asyncio.run(run(args, out, err))
+    """:func:`run` (or :func:`run_sync`) in its own event loop."""
+    return asyncio.run(run_sync(args, out, err) if args.sync else run(args, out, err))

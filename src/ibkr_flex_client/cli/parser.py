@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     _fetch(command)
+    _sync(command)
     _readers(command)
     _demo(command)
     _unlock(command)
@@ -117,15 +118,20 @@ def _fetch(command: _Command) -> None:
     fetch.add_argument("--from-date", type=_date, metavar="yyyyMMdd", help="override the dates")
     fetch.add_argument("--to-date", type=_date, metavar="yyyyMMdd", help="with --from-date")
     fetch.add_argument("--period", type=int, metavar="DAYS", help="the last DAYS days (1-365)")
-    fetch.add_argument(
+    _client_options(fetch)
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that talks to IB (fetch, sync)."""
+    parser.add_argument(
         "--token-file", metavar="FILE", help=f"read the token here, not {TOKEN_VARIABLE}"
     )
-    fetch.add_argument("--timeout", type=float, default=30.0, metavar="S", help="default: 30")
-    fetch.add_argument("--max-retries", type=int, default=10, metavar="N", help="default: 10")
-    fetch.add_argument("--backoff-base", type=float, default=10.0, metavar="S", help="default: 10")
-    fetch.add_argument("--base-url", metavar="URL", help="a proxy, or a simulator in tests")
-    _pacing_option(fetch)
-    fetch.add_argument(
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="default: 30")
+    parser.add_argument("--max-retries", type=int, default=10, metavar="N", help="default: 10")
+    parser.add_argument("--backoff-base", type=float, default=10.0, metavar="S", help="default: 10")
+    parser.add_argument("--base-url", metavar="URL", help="a proxy, or a simulator in tests")
+    _pacing_option(parser)
+    parser.add_argument(
         "--lockout-seconds",
         type=float,
         default=3600.0,
@@ -133,6 +139,39 @@ def _fetch(command: _Command) -> None:
         help="after IB's 1025 (locked out), send nothing with this token for S seconds, "
         "everywhere its budget is shared (default: 3600); `ibkr-flex unlock` ends it sooner",
     )
+
+
+def _day(text: str) -> str:
+    """A date as yyyy-MM-dd or yyyyMMdd (checked as a date by the library)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{8}", text):
+        raise argparse.ArgumentTypeError(f"expected yyyy-MM-dd or yyyyMMdd, got {text!r}")
+    return text
+
+
+def _sync(command: _Command) -> None:
+    sync = command(
+        "sync",
+        "keep queries' whole history in a local SQLite database",
+        "Fetch each query's statements from --since to --until (yesterday by default) in "
+        "windows of at most 365 days, and store them in the SQLite database --db: the raw "
+        "statement of each window, and one table per row tag with IB's attributes as "
+        "columns, without duplicates. Without --since a query continues from the day after "
+        "its last stored window (its first sync takes the last 365 days). Each window is "
+        "committed once fetched: an interrupted sync loses nothing and the next one resumes. "
+        f"The token comes from {TOKEN_VARIABLE} or --token-file and is never printed.",
+    )
+    sync.add_argument(
+        "-q", "--query", action="append", metavar="QUERY", help="a Flex Query id (repeatable)"
+    )
+    sync.add_argument("--db", required=True, metavar="PATH", help="the SQLite database")
+    sync.add_argument("--since", type=_day, metavar="DATE", help="first date (yyyy-MM-dd)")
+    sync.add_argument("--until", type=_day, metavar="DATE", help="last date; default yesterday")
+    sync.add_argument(
+        "--status",
+        action="store_true",
+        help="show what each query in --db covers, and any gaps; fetch nothing",
+    )
+    _client_options(sync)
 
 
 def _pacing_option(parser: argparse.ArgumentParser) -> None:
@@ -173,13 +212,31 @@ def _readers(command: _Command) -> None:
 
     export = command(
         "export",
-        "write one tag's rows as CSV or JSON lines",
-        "Write the rows of one tag, with every attribute seen as a column, streaming. The "
-        f"file is read twice. {_COPIED}",
+        "write one tag's rows as CSV or JSON lines (or Parquet, from --db)",
+        "Write the rows of one tag, with every attribute seen as a column, streaming, from a "
+        f"statement FILE or a sync database (--db; one of the two). The file is read twice. "
+        f"{_COPIED} The database is only read, never created or changed, even while a sync "
+        "runs: its current rows (the latest version of each), with an @account column, "
+        "values as IB wrote them.",
     )
-    export.add_argument("file", metavar="FILE", help=_INPUT_HELP)
+    export.add_argument("file", metavar="FILE", nargs="?", help=_INPUT_HELP)
+    export.add_argument(
+        "--db", metavar="PATH", help="read the rows from a sync database instead of a FILE"
+    )
     export.add_argument("--tag", required=True, help="the row tag, e.g. Trade")
-    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument(
+        "--format",
+        choices=("csv", "jsonl", "parquet"),
+        default="csv",
+        help="default: csv. parquet (--db and -o only; every column a string) needs pyarrow: "
+        "pip install 'ibkr-flex-client[parquet]'",
+    )
+    export.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="with --db: also the versions that IB's corrections replaced, with @version "
+        "and @current (1 for the latest) columns",
+    )
     export.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
 
     models = command(
@@ -213,6 +270,18 @@ def _demo(command: _Command) -> None:
         default=0.15,
         metavar="S",
         help="simulated network latency per answer, in seconds (default: 0.15)",
+    )
+    demo.add_argument(
+        "--sync",
+        action="store_true",
+        help="sync a simulated account's history since 2023 into a SQLite database instead: "
+        "a backfill, an overlapping sync (duplicates, a correction), an incremental one; on "
+        "virtual time",
+    )
+    demo.add_argument(
+        "--db",
+        metavar="PATH",
+        help="with --sync: the database to write and keep (default: a temporary one)",
     )
     demo.add_argument(
         "-o",
