@@ -11,7 +11,8 @@ nox.options.reuse_existing_virtualenvs = False
 def tests(session: nox.Session) -> None:
     """The test suite, against the package as a user installs it (not editable)."""
     session.install(".[dev]")
-    session.run("pytest", "-m", "not realtime", *session.posargs)
+    # Four workers: most tests wait (on loopback, on subprocesses), so even two cores gain.
+    session.run("pytest", "-m", "not realtime", "-n", "4", *session.posargs)
 
 
 @nox.session(python="3.12")
