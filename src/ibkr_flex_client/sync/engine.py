@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import os
 import sqlite3
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ..client import FlexClient, _refuse_running_loop
 from ..dates import parse_ib_date
 from ..errors import QueryError, StatementError, StoreBusyError, StoreError
 from ..events import FetchEvent
+from ..protocol import DEFAULT_BASE_URL
 from ..settings import DEFAULT_LOCKOUT
 from ..statement import FlexStatement, is_row
 from .store import Fetched, Store, StoredWindow, TagCounts
@@ -136,25 +138,26 @@ async def sync_history(
     first_day = _day("since", since) if since is not None else None
     if first_day is not None and first_day > last_day:
         raise ValueError(f"since {first_day} is after until {last_day}")
-    options = {
-        "token": token,
-        "max_retries": max_retries,
-        "backoff_base": backoff_base,
-        "timeout": timeout,
-        "user_agent": user_agent,
-        "pacing": pacing,
-        "lockout_seconds": lockout_seconds,
-        "clock": clock,
-        **({"base_url": base_url} if base_url is not None else {}),
-    }
-    FlexClient(query_id=names[0], **options)  # type: ignore[arg-type]  # checks them now
+    client = functools.partial(
+        FlexClient,
+        token=token,
+        max_retries=max_retries,
+        backoff_base=backoff_base,
+        timeout=timeout,
+        user_agent=user_agent,
+        pacing=pacing,
+        lockout_seconds=lockout_seconds,
+        clock=clock,
+        base_url=base_url if base_url is not None else DEFAULT_BASE_URL,
+    )
+    client(query_id=names[0])  # checks the options now, before anything is opened
     path = Path(database)
     report = SyncReport(path)
     with _exclusive(path), Store(path) as store:
         own = session is None
         http = aiohttp.ClientSession() if session is None else session
         try:
-            runner = _Runner(store, report, options, http, today, on_event or _ignore)
+            runner = _Runner(store, report, client, http, today, on_event or _ignore)
             tasks = [asyncio.ensure_future(runner.query(q, first_day, last_day)) for q in names]
             try:
                 await asyncio.gather(*tasks)
@@ -191,14 +194,14 @@ class _Runner:
         self,
         store: Store,
         report: SyncReport,
-        options: Mapping[str, object],
+        client: Callable[..., FlexClient],
         session: aiohttp.ClientSession,
         today: date,
         tell: SyncCallback,
     ) -> None:
         self.store = store
         self.report = report
-        self.options = options
+        self.client = client
         self.session = session
         self.today = today
         self.tell = tell
@@ -280,12 +283,7 @@ class _Runner:
         return bool(refused)
 
     async def _fetch(self, query_id: str, asked: tuple[date, date]) -> FlexStatement:
-        client = FlexClient(
-            query_id=query_id,
-            from_date=asked[0],
-            to_date=asked[1],
-            **self.options,  # type: ignore[arg-type]
-        )
+        client = self.client(query_id=query_id, from_date=asked[0], to_date=asked[1])
 
         def forward(event: FetchEvent) -> None:
             if event.kind.value == "request":
