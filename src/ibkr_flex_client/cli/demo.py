@@ -24,10 +24,11 @@ from ..testing.clock import FakeClock
 from ..testing.content import build_statement
 from ..testing.history import AccountHistory, Correction
 from ..testing.simulator import FlexSimulator
-from .exits import EXIT_OK
+from .exits import EXIT_OK, EXIT_USAGE, Exit
+from .fetch import make_directories
 from .output import Sink
 from .progress import Progress
-from .sync import show_status, summary
+from .sync import show_status, summary, window_line
 
 __all__ = ["main", "summarize"]
 
@@ -142,6 +143,7 @@ async def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with contextlib.ExitStack() as stack:
         if args.db:
             db = Path(args.db)
+            make_directories(db.parent)
         else:
             db = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "demo.db"
         async with simulator:
@@ -168,25 +170,20 @@ async def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             show_status(status, out)
         if args.db:
             print(f"ibkr-flex: kept {db}: try sync --status, export --db", file=err)
+        else:
+            print(f"({db} was temporary: --db PATH keeps the database)", file=err)
     return EXIT_OK
 
 
 def _show_window(err: TextIO, event: SyncEvent) -> None:
-    if event.kind is SyncEventKind.RETRY and event.asked is not None:
-        first, last = event.asked
-        print(f"  {event.window}: IB 1003 (not available), trying {first}..{last}", file=err)
-    elif event.kind is SyncEventKind.STORED and event.stored is not None:
-        stored = event.stored
-        if stored.outcome == "empty":
-            text = "no statement: " + stored.note
-        else:
-            text = (
-                f"{stored.rows_added:,} rows added, {stored.duplicates:,} duplicates, "
-                f"{stored.corrections:,} corrections"
-            )
-        print(f"  {stored.covers}: {text}", file=err)
+    if event.kind in (SyncEventKind.RETRY, SyncEventKind.STORED):
+        print(f"  {window_line(event)}", file=err)
 
 
 def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """:func:`run` (or :func:`run_sync`) in its own event loop."""
+    if args.db and not args.sync:
+        raise Exit(EXIT_USAGE, "--db goes with --sync (the database the demo syncs into)")
+    if args.sync and args.output:
+        raise Exit(EXIT_USAGE, "-o saves the fetched statement: not with --sync (use --db)")
     return asyncio.run(run_sync(args, out, err) if args.sync else run(args, out, err))

@@ -72,7 +72,7 @@ EXIT_CODES_HELP = """exit codes:
   6    IB's answer was untrusted or unknown (a foreign download URL, an unknown code)
   7    the file or answer is not a complete Flex statement
   8    the output could not be written (a full disk, a missing permission), or the sync
-       database cannot be used (not one, from a newer version)
+       database cannot be used (not one, from a newer version, damaged)
   66   the input file does not exist, is a directory, or cannot be read
   75   temporary failure (throttled, still generating, IB or network down, the sync
        database busy with another sync): retry later

@@ -141,13 +141,6 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _day(text: str) -> str:
-    """A date as yyyy-MM-dd or yyyyMMdd (checked as a date by the library)."""
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{8}", text):
-        raise argparse.ArgumentTypeError(f"expected yyyy-MM-dd or yyyyMMdd, got {text!r}")
-    return text
-
-
 def _sync(command: _Command) -> None:
     sync = command(
         "sync",
@@ -164,8 +157,12 @@ def _sync(command: _Command) -> None:
         "-q", "--query", action="append", metavar="QUERY", help="a Flex Query id (repeatable)"
     )
     sync.add_argument("--db", required=True, metavar="PATH", help="the SQLite database")
-    sync.add_argument("--since", type=_day, metavar="DATE", help="first date (yyyy-MM-dd)")
-    sync.add_argument("--until", type=_day, metavar="DATE", help="last date; default yesterday")
+    sync.add_argument("--since", metavar="DATE", help="the first date, yyyy-MM-dd or yyyyMMdd")
+    sync.add_argument(
+        "--until",
+        metavar="DATE",
+        help="the last date, yyyy-MM-dd or yyyyMMdd, before today (default: yesterday)",
+    )
     sync.add_argument(
         "--status",
         action="store_true",

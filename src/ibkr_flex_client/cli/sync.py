@@ -19,22 +19,30 @@ from typing import TYPE_CHECKING, TextIO
 from ..errors import StoreError
 from ..events import EventKind
 from ..sync.status import QueryStatus, read_status
+from ..sync.windows import date_range
 from .exits import EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE, Exit
 from .progress import Progress
 
 if TYPE_CHECKING:
     from ..sync.engine import SyncEvent, SyncReport
 
-__all__ = ["main", "show_status", "summary"]
+__all__ = ["main", "show_status", "summary", "window_line"]
 
 
 def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.status:  # reads the database only: the network client stays unloaded
         return _status(args, out)
-    from .fetch import as_options, read_token  # noqa: PLC0415 - loads aiohttp
+    from .fetch import as_options, make_directories, read_token  # noqa: PLC0415 - aiohttp
 
     if not args.query:
         raise Exit(EXIT_USAGE, "sync needs at least one -q QUERY (or --status)")
+    try:  # the arguments first: a mistake in them is said before a missing token
+        date_range(args.since, args.until, date.today())
+    except ValueError as exc:
+        raise Exit(
+            EXIT_USAGE, str(exc).replace("since", "--since").replace("until", "--until")
+        ) from None
+    make_directories(Path(args.db).parent)
     token = read_token(args)
     shown = _Shown(err, live=err.isatty())
     try:
@@ -90,20 +98,10 @@ class _Shown:
         if not self.live:
             return
         if event.kind is SyncEventKind.STORED and event.stored is not None:
-            stored = event.stored
             waited = self._waited.pop(query, 0.0)
-            if stored.outcome == "empty":
-                text = f"no statement ({stored.note})"
-            else:
-                text = (
-                    f"{stored.rows_added:,} rows added, {stored.duplicates:,} duplicates "
-                    f"skipped, {stored.corrections:,} corrections"
-                )
-            self._line(f"query {query} {stored.covers}: {text}; waited {waited:.0f} s for IB")
-        elif event.kind is SyncEventKind.RETRY and event.asked is not None:
-            first, last = event.asked
-            window = f"query {query} {event.window}"
-            self._line(f"{window}: IB 1003 (not available), trying {first}..{last}")
+            self._line(f"query {query} {window_line(event)}; waited {waited:.0f} s for IB")
+        elif event.kind is SyncEventKind.RETRY:
+            self._line(f"query {query} {window_line(event)}")
         elif event.kind is SyncEventKind.UNPUBLISHED:
             self._line(f"query {query} {event.window}: not published yet, left for later")
         elif event.kind is SyncEventKind.UP_TO_DATE:
@@ -118,12 +116,32 @@ class _Shown:
             self.progress.finish()
 
 
+def window_line(event: SyncEvent) -> str:
+    """A window committed (rows added, duplicates, corrections; or why it has no statement),
+    or a 1003 and the range tried next."""
+    stored = event.stored
+    if stored is None:
+        first, last = event.asked or ("?", "?")
+        return f"{event.window}: IB 1003 (not available), trying {first}..{last}"
+    if stored.outcome == "empty":
+        return f"{stored.covers}: no statement: {stored.note}"
+    return (
+        f"{stored.covers}: {_count(stored.rows_added, 'row')} added, "
+        f"{_count(stored.duplicates, 'duplicate')} skipped, "
+        f"{_count(stored.corrections, 'correction')}"
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def summary(report: SyncReport, out: TextIO) -> None:
     """The windows committed and, per tag, rows added, duplicates and corrections."""
     committed = len(report.windows)
     print(
-        f"{report.database}: {committed} window{'s' * (committed != 1)} committed, "
-        f"{report.requests} requests to IB",
+        f"{report.database}: {_count(committed, 'window')} committed, "
+        f"{_count(report.requests, 'request')} to IB",
         file=out,
     )
     if report.tags:

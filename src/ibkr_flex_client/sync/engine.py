@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..protocol import DEFAULT_BASE_URL
 from ..settings import DEFAULT_LOCKOUT
 from ..statement import FlexStatement, is_row
 from .store import Fetched, Store, StoredWindow, TagCounts
-from .windows import END_STEPS, Outcome, Search, Window, gaps, split
+from .windows import END_STEPS, Outcome, Search, Window, date_range, gaps, split
 
 __all__ = ["SyncEvent", "SyncEventKind", "SyncReport", "sync_history", "sync_history_blocking"]
 
@@ -129,15 +129,7 @@ async def sync_history(
     """
     names = _query_names(query_ids)
     today = today if today is not None else date.today()
-    last_day = _day("until", until) if until is not None else today - timedelta(days=1)
-    if last_day >= today:
-        raise ValueError(
-            f"until {last_day} is not before today ({today}): IB has no finalised data for "
-            "today or later; leave until out for yesterday"
-        )
-    first_day = _day("since", since) if since is not None else None
-    if first_day is not None and first_day > last_day:
-        raise ValueError(f"since {first_day} is after until {last_day}")
+    first_day, last_day = date_range(since, until, today)
     client = functools.partial(
         FlexClient,
         token=token,
@@ -355,21 +347,13 @@ def _query_names(query_ids: Sequence[str | int]) -> list[str]:
     return names
 
 
-def _day(name: str, value: date | str) -> date:
-    if isinstance(value, date) and not hasattr(value, "hour"):
-        return value
-    text = str(value).strip()
-    for form in ("%Y-%m-%d", "%Y%m%d"):
-        with contextlib.suppress(ValueError):
-            return datetime.strptime(text, form).date()
-    raise ValueError(f"{name} {value!r} is not a date: write yyyy-MM-dd or yyyyMMdd")
-
-
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     """One sync of a database at a time: a lock file beside it, held while the sync runs
     (the kernel lets go of it when the process dies, even by kill -9)."""
     lock_path = path.with_name(path.name + ".sync-lock")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot create the database {path}: no folder {path.parent}")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:

@@ -11,10 +11,11 @@ date with data is skipped and no window is given up silently.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 from collections.abc import Iterable, Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from ..settings import MAX_RANGE_DAYS
 
@@ -24,6 +25,7 @@ __all__ = [
     "Outcome",
     "Search",
     "Window",
+    "date_range",
     "gaps",
     "split",
     "weekdays",
@@ -53,6 +55,35 @@ class Window:
 
     def __str__(self) -> str:
         return f"{self.first.isoformat()}..{self.last.isoformat()}"
+
+
+def date_range(
+    since: date | str | None, until: date | str | None, today: date
+) -> tuple[date | None, date]:
+    """``since`` (or None) and ``until`` as dates, checked: ``until`` defaults to the day
+    before ``today`` and may not be later (IB has no finalised data for today), ``since``
+    not after it. Strings are ``yyyy-MM-dd`` or ``yyyyMMdd``; a ``ValueError`` says what is
+    wrong."""
+    last = _day("until", until) if until is not None else today - _DAY
+    if last >= today:
+        raise ValueError(
+            f"until {last} is not before today ({today}): IB has no finalised data for today "
+            "or later; leave until out for yesterday"
+        )
+    first = _day("since", since) if since is not None else None
+    if first is not None and first > last:
+        raise ValueError(f"since {first} is after until {last}")
+    return first, last
+
+
+def _day(name: str, value: date | str) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    text = str(value).strip()
+    for form in ("%Y-%m-%d", "%Y%m%d"):
+        with contextlib.suppress(ValueError):
+            return datetime.strptime(text, form).date()
+    raise ValueError(f"{name} {value!r} is not a date: write yyyy-MM-dd or yyyyMMdd")
 
 
 def split(first: date, last: date, *, newest_first: bool = True) -> list[Window]:

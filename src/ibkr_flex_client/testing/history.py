@@ -94,7 +94,8 @@ class Correction:
       range holds ``reported`` (a weekday) also holds, on that day, a ``TradeCancel`` row
       reversing it: the same ``tradeID`` and ``ibOrderID``, ``buySell`` ``"BUY (Ca.)"`` or
       ``"SELL (Ca.)"``, quantity and amounts negated, ``notes="Ca"``, ``reportDate``
-      ``reported``, and a ``transactionID`` and ``ibExecID`` of its own.
+      ``reported``, a ``transactionID`` and ``ibExecID`` of its own, and
+      ``origTransactionID`` naming the cancelled trade's.
     """
 
     account: str
@@ -511,6 +512,7 @@ class AccountHistory:
             notes="Ca",
             reportDate=self._date(cancel.reported),
             transactionID=str(20_000_000_000 + serial * 4 + 2),
+            origTransactionID=original["transactionID"],
             ibExecID=original["ibExecID"].removesuffix(".01") + ".02",
         )
         return row
