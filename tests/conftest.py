@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -53,3 +55,12 @@ def make_client(sim: FlexSimulator, clock: FakeClock) -> Callable[..., FlexClien
         return FlexClient(**settings)
 
     return make
+
+
+def sql(db: Path | str, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on a database and close it (Python 3.13 warns of a connection
+    left to the garbage collector): the rows it gives."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(statement, params).fetchall()
+        conn.commit()
+    return rows

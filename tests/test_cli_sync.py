@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -18,6 +17,7 @@ import pytest
 from ibkr_flex_client import cli as cli_module
 from ibkr_flex_client.testing import AccountHistory, FlexSimulator
 
+from .conftest import sql
 from .test_cli_first_hour import NO_AIOHTTP
 
 TODAY = date.today()
@@ -61,7 +61,7 @@ def test_sync_then_status_then_a_re_run(
     assert "1 window committed" in out
     assert "Trade" in out
     added = int(next(line.split()[1] for line in out.splitlines() if line.startswith("Trade")))
-    rows = sqlite3.connect(db).execute("SELECT count(*) FROM Trade").fetchone()[0]
+    rows = sql(db, "SELECT count(*) FROM Trade")[0][0]
     assert added == rows > 0
     status, out, _ = cli("sync", "--status", "--db", db)
     assert status == 0

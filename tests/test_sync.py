@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from ibkr_flex_client.sync.status import read_status
 from ibkr_flex_client.testing import AccountHistory, Correction, FakeClock, Fault, FlexSimulator
 
 from .conftest import TOKEN
+from .conftest import sql as run_sql
 
 D = date.fromisoformat
 TODAY = D("2026-11-27")
@@ -47,7 +47,7 @@ def expected_ids(
 
 def stored_ids(db: Path, tag: str = "Trade", where: str = "") -> list[str]:
     sql = f'SELECT transactionID FROM "{tag}" {where}'  # noqa: S608 - the tests' own SQL
-    return [r[0] for r in sqlite3.connect(db).execute(sql)]
+    return [r[0] for r in run_sql(db, sql)]
 
 
 async def run(sim: FlexSimulator, clock: FakeClock, db: Path, **options: Any) -> Any:
@@ -152,13 +152,10 @@ async def test_corrections_and_cancellations_are_recorded_never_lost(
     await run(sim, clock, db, since="2026-02-02", until="2026-03-31")  # before the news
     later = await run(sim, clock, db, since="2026-02-02", until="2026-06-30")
     assert later.tags["Trade"].corrections == 1
-    rows = (
-        sqlite3.connect(db)
-        .execute(
-            'SELECT transactionID, tradePrice, "@version", "@current" FROM Trade '
-            'WHERE "@key" IN (SELECT "@key" FROM Trade WHERE "@version" > 1) ORDER BY "@version"'
-        )
-        .fetchall()
+    rows = run_sql(
+        db,
+        'SELECT transactionID, tradePrice, "@version", "@current" FROM Trade '
+        'WHERE "@key" IN (SELECT "@key" FROM Trade WHERE "@version" > 1) ORDER BY "@version"',
     )
     assert [(v, c) for _, _, v, c in rows] == [(1, 0), (2, 1)]
     assert rows[0][0] == rows[1][0]
@@ -270,8 +267,7 @@ async def test_a_damaged_database_is_a_store_error_never_a_crash(
     sim.add_query("1", history=AccountHistory(seed=12))
     db = tmp_path / "h.db"
     await run(sim, clock, db, since="2025-06-01")
-    with sqlite3.connect(db) as conn:  # fold the WAL in, so the file holds everything
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    run_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL folded in: the file holds all
     data = db.read_bytes()
     db.write_bytes(data[: int(len(data) * cut)])
     with pytest.raises(StoreError):

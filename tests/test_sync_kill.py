@@ -3,6 +3,7 @@ committed is lost or fetched again, nothing is stored twice, no gap is left."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import sqlite3
@@ -45,7 +46,7 @@ def test_a_sync_killed_at_random_resumes_and_ends_whole(tmp_path: Path) -> None:
             assert worker.returncode == 0
             break
     assert kills >= 3
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         windows = conn.execute(
             "SELECT covers_from, covers_to FROM \"@windows\" WHERE outcome = 'statement'"

@@ -12,6 +12,8 @@ from ibkr_flex_client import StoreError
 from ibkr_flex_client.sync.store import _MIGRATIONS, SCHEMA_VERSION, Fetched, Store
 from ibkr_flex_client.sync.windows import Window
 
+from .conftest import sql
+
 D = date.fromisoformat
 WINDOW = Window(D("2026-01-01"), D("2026-01-31"))
 ASKED = (D("2026-01-02"), D("2026-01-30"))
@@ -47,12 +49,10 @@ def test_rows_are_stored_as_ib_wrote_them_in_a_table_per_tag(tmp_path: Path) -> 
              "symbol": "AAPL", "dateTime": "20260102;103100"}
         ]  # fmt: skip
         assert store.statement("Q", WINDOW.first) == b"<FlexQueryResponse/>"
-    db = sqlite3.connect(tmp_path / "h.db")
-    assert db.execute('SELECT "tradePrice", "@version", "@current" FROM Trade').fetchall() == [
-        ("227.480", 1, 1)
-    ]
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db = tmp_path / "h.db"
+    assert sql(db, 'SELECT "tradePrice", "@version", "@current" FROM Trade') == [("227.480", 1, 1)]
+    assert sql(db, "PRAGMA journal_mode") == [("wal",)]
+    assert sql(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 def test_a_row_stored_twice_is_one_row_and_a_changed_one_is_a_correction(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_a_new_attribute_adds_a_column_and_names_differing_in_case_are_both_kept
     assert rows[1] == {"@account": "U1", "transactionID": "2", "tradePrice": "10",
                        "symbol": "AAPL", "newField": "x", "NEWFIELD": "y", "key": "k"}  # fmt: skip
     assert "newField" not in rows[0]
-    columns = {r[1] for r in sqlite3.connect(tmp_path / "h.db").execute("PRAGMA table_info(Trade)")}
+    columns = {r[1] for r in sql(tmp_path / "h.db", "PRAGMA table_info(Trade)")}
     assert {"newField", "NEWFIELD@2", "key", "@key"} <= columns
 
 
@@ -120,7 +120,7 @@ def test_an_older_schema_is_migrated_keeping_its_data(tmp_path: Path) -> None:
         assert store.version == SCHEMA_VERSION
         assert [w.covers for w in store.windows("Q")] == [Window(D("2025-01-01"), D("2025-12-31"))]
         assert store.last_covered("Q") == D("2025-12-31")
-        assert store.unfinished_run("Q", D("2025-01-01"), D("2025-12-31")) is None
+        assert store.unfinished_runs("Q") == []
 
 
 def test_a_database_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
@@ -146,8 +146,6 @@ def test_a_damaged_stored_statement_is_reported(tmp_path: Path) -> None:
     with Store(tmp_path / "h.db") as store:
         run = store.start_run("Q", WINDOW.first, WINDOW.last)
         store.store_statement("Q", run, WINDOW, ASKED, fetched(trade("1")))
-    db = sqlite3.connect(tmp_path / "h.db")
-    db.execute("UPDATE \"@windows\" SET sha256 = 'x'")
-    db.commit()
+    sql(tmp_path / "h.db", "UPDATE \"@windows\" SET sha256 = 'x'")
     with Store(tmp_path / "h.db") as store, pytest.raises(StoreError, match="damaged"):
         store.statement("Q", WINDOW.first)

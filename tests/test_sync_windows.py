@@ -131,10 +131,29 @@ def test_the_account_opened_within_the_window_is_found_by_bisection(opened: str)
     assert len(asked) <= 16
 
 
-def test_a_window_before_the_account_opened_is_empty_after_five_failures() -> None:
+def test_a_window_before_the_account_opened_is_empty_after_six_failures() -> None:
     found, asked = search(Window(D("2020-01-01"), D("2020-12-31")), ib(opened=D("2022-01-03")))
     assert found.outcome is Outcome.EMPTY
-    assert found.failures == len(asked) == 5
+    assert found.nothing
+    assert found.failures == len(asked) == 6
+
+
+@pytest.mark.parametrize("closed", [4, 5, 30])
+def test_a_closure_of_days_at_the_end_is_bisected_not_taken_for_no_statement(closed: int) -> None:
+    end = D("2001-09-14")
+    days = frozenset(end - timedelta(days=n) for n in range(closed + 2 * (closed // 5) + 1))
+    found, _ = search(Window(D("2000-09-15"), end), ib(holidays=days))
+    assert found.outcome is Outcome.STATEMENT
+    assert not found.nothing
+    assert found.served is not None
+    assert found.served[1] == max(d for d in _weekdays_before(end, 60) if d not in days)
+    assert found.covers.last == end  # an old closure: no statement there, nothing to refetch
+
+
+def _weekdays_before(end: date, count: int) -> list[date]:
+    return [
+        end - timedelta(days=n) for n in range(count) if (end - timedelta(days=n)).weekday() < 5
+    ]
 
 
 def test_a_weekend_only_window_asks_nothing() -> None:

@@ -187,7 +187,9 @@ def show_status(status: QueryStatus, out: TextIO) -> None:
     )
     for first, last in status.gaps:
         print(f"  gap: {_day(first)} to {_day(last)} (run sync with --since {first})", file=out)
-    if status.unfinished:
+    if status.running:
+        print("  a sync of the database is running now", file=out)
+    elif status.unfinished:
         print("  a sync of it was interrupted: the next one resumes it", file=out)
 
 

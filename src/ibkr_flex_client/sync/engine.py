@@ -10,13 +10,11 @@ not committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import functools
 import os
 import sqlite3
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
@@ -28,13 +26,14 @@ import aiohttp
 from .._clock import Clock
 from ..client import FlexClient, _refuse_running_loop
 from ..dates import parse_ib_date
-from ..errors import QueryError, StatementError, StoreBusyError, StoreError
+from ..errors import QueryError, StatementError, StoreError
 from ..events import FetchEvent
 from ..protocol import DEFAULT_BASE_URL
 from ..settings import DEFAULT_LOCKOUT
-from ..statement import FlexStatement, is_row
+from ..statement import AccountStatement, FlexStatement, is_row
+from .lock import exclusive
 from .store import Fetched, Store, StoredWindow, TagCounts
-from .windows import END_STEPS, Outcome, Search, Window, date_range, gaps, split
+from .windows import END_STEPS, Outcome, Search, Window, date_range, gaps, split, union
 
 __all__ = ["SyncEvent", "SyncEventKind", "SyncReport", "sync_history", "sync_history_blocking"]
 
@@ -145,7 +144,7 @@ async def sync_history(
     client(query_id=names[0])  # checks the options now, before anything is opened
     path = Path(database)
     report = SyncReport(path)
-    with _exclusive(path), Store(path) as store:
+    with exclusive(path), Store(path) as store:
         own = session is None
         http = aiohttp.ClientSession() if session is None else session
         try:
@@ -199,20 +198,32 @@ class _Runner:
         self.tell = tell
 
     async def query(self, query_id: str, since: date | None, until: date) -> None:
+        """Sync one query: ``since`` (else the day after its last stored window) to
+        ``until``, and whatever an interrupted sync of it left undone, whatever its range:
+        the windows an interrupted sync committed are not fetched again."""
         first = since
         if first is None:
             last = self.store.last_covered(query_id)
             first = last + timedelta(days=1) if last is not None else until - timedelta(364)
-        if first > until:
+        interrupted = self.store.unfinished_runs(query_id)
+        done = [
+            (w.covers.first, w.covers.last)
+            for run_id, _, _ in interrupted
+            for w in self.store.windows(query_id, run_id)
+        ]
+        spans = [(first, until)] if first <= until else []
+        spans += [(a, b) for _, a, b in interrupted]
+        todo = sorted(
+            (w for a, b in union(spans) for gap in gaps(done, a, b) for w in split(*gap)),
+            key=lambda w: w.last,
+            reverse=True,
+        )
+        if not todo:
+            for run_id, _, _ in interrupted:
+                self.store.finish_run(run_id)
             self.tell(SyncEvent(SyncEventKind.UP_TO_DATE, query_id, detail=str(until)))
             return
-        run = self.store.unfinished_run(query_id, first, until)
-        if run is None:
-            run = self.store.start_run(query_id, first, until)
-            todo = split(first, until)
-        else:  # resume: what the killed run did not commit
-            done = [(w.covers.first, w.covers.last) for w in self.store.windows(query_id, run)]
-            todo = [w for a, b in reversed(gaps(done, first, until)) for w in split(a, b)]
+        run = self.store.start_run(query_id, min(a for a, _ in spans), max(b for _, b in spans))
         before_first = False
         opened = self.store.opened(query_id)
         for window in todo:
@@ -226,7 +237,8 @@ class _Runner:
                 continue
             before_first = await self._window(query_id, run, window, opened)
             opened = self.store.opened(query_id)
-        self.store.finish_run(run)
+        for run_id in (run, *(run_id for run_id, _, _ in interrupted)):
+            self.store.finish_run(run_id)
 
     async def _window(self, query_id: str, run: int, window: Window, opened: date | None) -> bool:
         """Fetch and commit one window (from ``opened`` on, the accounts' latest opening
@@ -272,7 +284,7 @@ class _Runner:
             f" ({'; '.join(refused)})" if refused else ""
         )
         self._stored(self.store.store_empty(query_id, run, window, note))
-        return bool(refused)
+        return search.nothing
 
     async def _fetch(self, query_id: str, asked: tuple[date, date]) -> FlexStatement:
         client = self.client(query_id=query_id, from_date=asked[0], to_date=asked[1])
@@ -292,12 +304,14 @@ class _Runner:
 def _fetched(statement: FlexStatement, asked: tuple[date, date]) -> Fetched:
     """The statement's rows and header data, checked against the range asked for."""
     parts = statement.statements
+    day_first = statement.day_first
     for part in parts:
-        if (part.from_date, part.to_date) != asked:
+        found, day_first = _header_dates(part, asked, day_first)
+        if found != asked:
             raise StatementError(
                 f"asked IB for {asked[0]}..{asked[1]}, but the statement of account "
-                f"{part.account_id} covers {part.from_date}..{part.to_date}; nothing of this "
-                "window was stored (does the query ignore date overrides?)"
+                f"{part.account_id} covers {found[0]}..{found[1]}; nothing of this window was "
+                "stored (does the query ignore date overrides?)"
             )
     rows = [
         (element.tag, part.account_id, dict(element.attrib))
@@ -313,7 +327,28 @@ def _fetched(statement: FlexStatement, asked: tuple[date, date]) -> Fetched:
         to_date=asked[1],
         when_generated=generated,
         rows=rows,
+        day_first=day_first,
     )
+
+
+def _header_dates(
+    part: AccountStatement, asked: tuple[date, date], day_first: bool | None
+) -> tuple[tuple[date, date] | tuple[str, str], bool | None]:
+    """The part's ``fromDate`` and ``toDate``, and the day order they show. Slashed dates
+    that no day of the document decides (``04/03/2026`` in a query of early-month dates) are
+    read in the order that gives the range asked, if one does."""
+    texts = (part.element.get("fromDate", ""), part.element.get("toDate", ""))
+    orders = [day_first] if day_first is not None else [None, False, True]
+    first_read: tuple[tuple[date, date], bool | None] | None = None
+    for order in orders:
+        try:
+            found = tuple(parse_ib_date(text, day_first=order) for text in texts)
+        except ValueError:
+            continue
+        if found == asked:
+            return asked, order
+        first_read = first_read or ((found[0], found[1]), order)
+    return first_read if first_read is not None else (texts, day_first)
 
 
 def _opened(statement: FlexStatement) -> date | None:
@@ -345,49 +380,6 @@ def _query_names(query_ids: Sequence[str | int]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError("query_ids: a query is named twice")
     return names
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """One sync of a database at a time: a lock file beside it, held while the sync runs
-    (the kernel lets go of it when the process dies, even by kill -9)."""
-    lock_path = path.with_name(path.name + ".sync-lock")
-    if not path.parent.is_dir():
-        raise StoreError(f"cannot create the database {path}: no folder {path.parent}")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open {lock_path}: {exc.strerror or exc}") from None
-    try:
-        if not _try_lock(fd):
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise StoreBusyError(
-                f"{path} is busy: another sync of it is running ({holder}); try again when "
-                "it has finished"
-            )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _try_lock(fd: int) -> bool:
-    if sys.platform == "win32":  # pragma: no cover - no CI for Windows
-        import msvcrt  # noqa: PLC0415
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl  # noqa: PLC0415
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _ignore(event: SyncEvent) -> None:

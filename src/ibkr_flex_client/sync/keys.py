@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..dates import parse_ib_date
+
 __all__ = ["KEYS", "row_key"]
 
 # tag -> (identifiers that must all be present and non-empty, qualifiers added as found).
@@ -49,20 +51,37 @@ KEYS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "SecurityInfo": (("conid",), ()),
     "AccountInformation": (("accountId",), ()),
 }
+# Identifying attributes that are dates: keyed as ISO dates, whatever the query's format.
+_DATES = frozenset({"reportDate", "tradeDate"})
 # Any other tag: keyed on transactionID where it has one.
 _DEFAULT: tuple[tuple[str, ...], tuple[str, ...]] = (("transactionID",), ("levelOfDetail",))
 
 
 def row_key(
-    tag: str, account: str, attributes: Mapping[str, str], digest: str, occurrence: int
+    tag: str,
+    account: str,
+    attributes: Mapping[str, str],
+    digest: str,
+    occurrence: int,
+    day_first: bool | None = None,
 ) -> str:
-    """The row's key: ``account|id:<values>`` from IB's identifiers, else
+    """The row's key: ``account|id:<values>`` from IB's identifiers (dates among them as ISO
+    dates, so that a query's date format changed since keeps its keys), else
     ``account|all:<digest>#<occurrence>`` (``digest`` of all its attributes, ``occurrence``
     its place among identical rows of its statement)."""
     required, qualifiers = KEYS.get(tag, _DEFAULT)
     values = [attributes.get(name, "") for name in required]
     if required and all(values) and attributes.get("accountId") != "-":
-        named = [f"{n}={v}" for n, v in zip(required, values, strict=True)]
-        named += [f"{n}={attributes[n]}" for n in qualifiers if attributes.get(n)]
-        return f"{account}|id:" + "|".join(named)
+        named = [(n, v) for n, v in zip(required, values, strict=True)]
+        named += [(n, attributes[n]) for n in qualifiers if attributes.get(n)]
+        return f"{account}|id:" + "|".join(f"{n}={_as_key(n, v, day_first)}" for n, v in named)
     return f"{account}|all:{digest}#{occurrence}"
+
+
+def _as_key(name: str, value: str, day_first: bool | None) -> str:
+    if name not in _DATES:
+        return value
+    try:
+        return parse_ib_date(value, day_first=day_first).isoformat()
+    except ValueError:
+        return value  # MULTI, or a day order nothing decides: as written

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from .lock import sync_running
 from .windows import gaps
 
 __all__ = ["QueryStatus", "read_status"]
@@ -25,12 +26,13 @@ class QueryStatus:
     accounts: tuple[str, ...]
     synced_at: str  # when its last window was committed (UTC)
     gaps: tuple[tuple[date, date], ...]  # days between first and last that no window covers
-    unfinished: bool  # a sync of it was interrupted (the next one of that range resumes it)
+    unfinished: bool  # a sync of it was interrupted (the next one resumes it)
+    running: bool  # a sync of the database is running now
 
 
 def read_status(path: Path, queries: Sequence[str] | None = None) -> list[QueryStatus]:
     """Each query's coverage (those named, else every query), read-only."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
     try:
         rows = db.execute(
             'SELECT query_id, covers_from, covers_to, outcome, accounts, stored_at FROM "@windows" '
@@ -45,6 +47,7 @@ def read_status(path: Path, queries: Sequence[str] | None = None) -> list[QueryS
     for query_id, *rest in rows:
         by_query.setdefault(query_id, []).append(tuple(rest))
     names = list(dict.fromkeys(queries)) if queries else sorted(by_query)
+    running = sync_running(path)
     statuses = []
     for query_id in names:
         windows = by_query.get(query_id, [])
@@ -62,7 +65,8 @@ def read_status(path: Path, queries: Sequence[str] | None = None) -> list[QueryS
                 accounts=tuple(sorted(accounts)),
                 synced_at=max((w[4] for w in windows), default=""),
                 gaps=tuple(gaps(covered, first, last)) if first and last else (),
-                unfinished=query_id in unfinished,
+                unfinished=query_id in unfinished and not running,
+                running=running,
             )
         )
     return statuses

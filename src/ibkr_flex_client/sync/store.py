@@ -132,6 +132,7 @@ class Fetched:
     to_date: date
     when_generated: str
     rows: Sequence[tuple[str, str, Mapping[str, str]]]  # tag, account, attributes
+    day_first: bool | None = None  # how its slashed dates read, where the document says
 
 
 class Store:
@@ -188,7 +189,18 @@ class Store:
                 self._columns.setdefault(tag, {})[attribute] = column
 
     def _refuse_newer(self) -> int:
+        """The schema version, after refusing a database that is not ours to change: one of
+        a newer version, or one of another program (version 0 that holds tables)."""
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0:
+            tables = self._db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()[0]
+            if tables:
+                raise StoreError(
+                    f"{self.path} is a SQLite database of another program (it holds tables "
+                    "but no sync schema): give sync a database of its own"
+                )
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, from a newer ibkr-flex-client "
@@ -212,13 +224,17 @@ class Store:
 
     # --- runs and windows ------------------------------------------------------------------
 
-    def unfinished_run(self, query_id: str, first: date, last: date) -> int | None:
-        row = self._db.execute(
-            'SELECT "@id" FROM "@runs" WHERE query_id = ? AND first = ? AND last = ? '
-            'AND finished_at IS NULL ORDER BY "@id" DESC LIMIT 1',
-            (query_id, first.isoformat(), last.isoformat()),
-        ).fetchone()
-        return None if row is None else int(row[0])
+    def unfinished_runs(self, query_id: str) -> list[tuple[int, date, date]]:
+        """The query's syncs that never finished (killed, or stopped by an error): id, first
+        and last day."""
+        return [
+            (int(run_id), date.fromisoformat(first), date.fromisoformat(last))
+            for run_id, first, last in self._db.execute(
+                'SELECT "@id", first, last FROM "@runs" WHERE query_id = ? '
+                'AND finished_at IS NULL ORDER BY "@id"',
+                (query_id,),
+            )
+        ]
 
     def start_run(self, query_id: str, first: date, last: date) -> int:
         with self._transaction():
@@ -329,10 +345,10 @@ class Store:
                 digest = _digest(attributes)
                 occurrence = seen.get((tag, account, digest), 0)
                 seen[(tag, account, digest)] = occurrence + 1
-                key = row_key(tag, account, attributes, digest, occurrence)
+                key = row_key(tag, account, attributes, digest, occurrence, fetched.day_first)
                 by_tag.setdefault(tag, []).append((key, digest, account, attributes))
             for tag, rows in by_tag.items():
-                counts[tag] = self._upsert(tag, rows, window_id)
+                counts[tag] = self._upsert(tag, rows, window_id, fetched.to_date)
             added = sum(c.added for c in counts.values())
             duplicates = sum(c.duplicates for c in counts.values())
             corrections = sum(c.corrections for c in counts.values())
@@ -375,35 +391,45 @@ class Store:
     # --- rows ------------------------------------------------------------------------------
 
     def _upsert(
-        self, tag: str, rows: list[tuple[str, str, str, Mapping[str, str]]], window_id: int
+        self,
+        tag: str,
+        rows: list[tuple[str, str, str, Mapping[str, str]]],
+        window_id: int,
+        to_date: date,
     ) -> TagCounts:
-        """Store one statement's rows of ``tag``: new keys as version 1, known keys with
-        other values as their next version (the old ones no longer current), rows already
-        stored (in any version) not again."""
+        """Store one statement's rows of ``tag``: new keys as version 1; known keys with
+        other values as their next version, current unless an already stored version comes
+        from a statement that ends later (an older range fetched after a newer one shows IB's
+        story as it was); rows already stored (in any version) not again."""
         table = self._table(tag, {name: None for *_, attributes in rows for name in attributes})
-        versions = self._versions(table, {key for key, *_ in rows})
+        versions, newest = self._versions(table, {key for key, *_ in rows})
         counts = TagCounts()
         pending: dict[str, list[str | int]] = {}  # key -> its newest row to insert
         replaced: set[str] = set()  # keys stored before whose versions are no longer current
         inserts: dict[tuple[str, ...], list[list[str | int]]] = {}
+        ends = to_date.isoformat()
         for key, digest, account, attributes in rows:
             known = versions.setdefault(key, {})
             if digest in known:
                 counts.duplicates += 1  # this version is stored (or about to be)
                 continue
+            current = 1
             if known:
                 counts.corrections += 1
                 if key in pending:
                     pending[key][5] = 0  # an earlier version in this same statement
+                elif newest.get(key, "") > ends:
+                    current = 0  # a later statement's version stays current
                 else:
                     replaced.add(key)
             else:
                 counts.added += 1
             version = 1 + max(known.values(), default=0)
             known[digest] = version
-            values: list[str | int] = [key, digest, account, window_id, version, 1]
+            values: list[str | int] = [key, digest, account, window_id, version, current]
             values += attributes.values()
-            pending[key] = values
+            if current:
+                pending[key] = values
             inserts.setdefault(tuple(attributes), []).append(values)
         if replaced:
             self._db.executemany(
@@ -420,19 +446,26 @@ class Store:
             )
         return counts
 
-    def _versions(self, table: str, keys: set[str]) -> dict[str, dict[str, int]]:
-        """For each of ``keys`` already stored: its versions, digest -> version."""
+    def _versions(
+        self, table: str, keys: set[str]
+    ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+        """For each of ``keys`` already stored: its versions (digest -> version), and the
+        end (ISO ``toDate``) of the statement its current version came from."""
         found: dict[str, dict[str, int]] = {}
+        newest: dict[str, str] = {}
         listed = list(keys)
         for start in range(0, len(listed), _CHUNK):
             chunk = listed[start : start + _CHUNK]
             sql = (
-                f'SELECT "@key", "@digest", "@version" FROM {table} '  # noqa: S608 - quoted
-                f'WHERE "@key" IN ({", ".join("?" * len(chunk))})'
+                f'SELECT t."@key", t."@digest", t."@version", t."@current", w.statement_to '  # noqa: S608
+                f'FROM {table} AS t JOIN "@windows" AS w ON w."@id" = t."@window" '
+                f'WHERE t."@key" IN ({", ".join("?" * len(chunk))})'
             )
-            for key, digest, version in self._db.execute(sql, chunk):
+            for key, digest, version, current, ends in self._db.execute(sql, chunk):
                 found.setdefault(key, {})[digest] = version
-        return found
+                if current:
+                    newest[key] = ends or ""
+        return found, newest
 
     def _table(self, tag: str, attributes: Iterable[str]) -> str:
         """The quoted table of ``tag``, created, and widened to hold every attribute."""

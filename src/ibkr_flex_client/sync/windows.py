@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from ..settings import MAX_RANGE_DAYS
 
 __all__ = [
+    "EARLIEST",
     "MAX_DAYS",
     "RECENT_DAYS",
     "Outcome",
@@ -28,10 +29,13 @@ __all__ = [
     "date_range",
     "gaps",
     "split",
+    "union",
     "weekdays",
 ]
 
 MAX_DAYS = MAX_RANGE_DAYS
+# No Flex statement is older (IB's Flex service is from the 2000s): an earlier date is a typo.
+EARLIEST = date(1980, 1, 1)
 # An end this close to today may be "not yet published": a window whose end had to be moved
 # back covers only what IB served, so the next run asks for the rest again.
 RECENT_DAYS = 7
@@ -65,6 +69,11 @@ def date_range(
     not after it. Strings are ``yyyy-MM-dd`` or ``yyyyMMdd``; a ``ValueError`` says what is
     wrong."""
     last = _day("until", until) if until is not None else today - _DAY
+    for name, day in (("since", since), ("until", until)):
+        if day is not None and _day(name, day) < EARLIEST:
+            raise ValueError(
+                f"{name} {_day(name, day)} is before {EARLIEST}: IB has no Flex data that old"
+            )
     if last >= today:
         raise ValueError(
             f"until {last} is not before today ({today}): IB has no finalised data for today "
@@ -115,6 +124,18 @@ def gaps(covered: Iterable[tuple[date, date]], first: date, last: date) -> list[
     return missing
 
 
+def union(ranges: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
+    """The days of ``ranges`` as few ranges as possible: overlapping and adjacent ones
+    joined, in order."""
+    joined: list[tuple[date, date]] = []
+    for first, last in sorted(ranges):
+        if joined and first <= joined[-1][1] + _DAY:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], last))
+        else:
+            joined.append((first, last))
+    return joined
+
+
 def weekdays(first: date, last: date) -> tuple[date, date] | None:
     """``first`` moved forward and ``last`` back onto weekdays (IB answers 1003 for an end on
     a weekend, and a weekend has no statement); None when nothing is left."""
@@ -147,19 +168,23 @@ class _Phase(enum.Enum):
     RETRY = enum.auto()  # the window up to an end that works
     START_STEP = enum.auto()  # a later first day (a holiday)
     BISECT = enum.auto()  # the earliest first day that works (the account opened)
+    FIRST_PROBE = enum.auto()  # the first day alone, when no end near the last one works
+    END_BISECT = enum.auto()  # the latest last day that works (a long closure at the end)
 
 
 class Search:
     """The ranges to ask IB for one window, one at a time, after each answer.
 
     First the window's weekdays. After a 1003: its last day alone; if that fails too, up to
-    :data:`END_STEPS` earlier business days (a holiday, a day not yet published), and if none
-    works the window has no statement at all (:attr:`Outcome.EMPTY`); else up to
+    :data:`END_STEPS` earlier business days (a holiday, a day not yet published); if none
+    works, its first day alone: if that fails too, the window has no statement at all
+    (:attr:`Outcome.EMPTY`, :attr:`nothing` set), else a bisection finds the latest last day
+    that works (a closure of days at the end). When the end works: up to
     :data:`START_STEPS` later first days (a holiday), then a bisection for the earliest first
     day that works (the account opened within the window). When done, the last range
     answered with a statement is the window's; :attr:`covers` says which dates it stands for.
 
-    Failures (each a 1003 at IB) are kept few: at most 1 + 1 + 3 for a window with no
+    Failures (each a 1003 at IB) are kept few: at most 1 + 1 + 3 + 1 for a window with no
     statement, about 10 for one in which the account opened.
     """
 
@@ -176,6 +201,9 @@ class Search:
         self.asked: tuple[date, date] | None = None
         self.served: tuple[date, date] | None = None  # the last range answered with one
         self.failures = 0
+        self.nothing = False  # EMPTY because its first and its last days both failed
+        self._end_good = self._first  # END_BISECT: latest last day known to work
+        self._end_bad = self._last  # END_BISECT: earliest last day known to fail
 
     @property
     def done(self) -> bool:
@@ -209,6 +237,10 @@ class Search:
             return self._last, self._last
         if phase is _Phase.START_STEP:
             return _business(self._first, self._step), self._last
+        if phase is _Phase.FIRST_PROBE:
+            return self._first, self._first
+        if phase is _Phase.END_BISECT:
+            return self._first, self._end_middle()
         return self._middle(), self._last
 
     def answered(self, *, served: bool) -> None:
@@ -219,23 +251,40 @@ class Search:
             self.served = self.asked
         else:
             self.failures += 1
-        phase = self._phase
-        if phase is _Phase.WHOLE or phase is _Phase.RETRY or phase is _Phase.START_STEP:
-            if served:
-                self.outcome = Outcome.STATEMENT
-            elif phase is _Phase.WHOLE:
-                self._phase = _Phase.END_PROBE
-            else:
-                self._next_start()
-        elif phase is _Phase.END_PROBE or phase is _Phase.END_STEP:
-            if served:
-                self._phase = _Phase.RETRY if self._first < self._last else _Phase.WHOLE
-                if self._first == self._last:
-                    self.outcome = Outcome.STATEMENT
-            else:
-                self._next_end()
+        handlers = {
+            _Phase.WHOLE: self._after_range,
+            _Phase.RETRY: self._after_range,
+            _Phase.START_STEP: self._after_range,
+            _Phase.END_PROBE: self._after_end,
+            _Phase.END_STEP: self._after_end,
+            _Phase.FIRST_PROBE: self._after_first,
+            _Phase.END_BISECT: self._end_bisected,
+            _Phase.BISECT: self._bisected,
+        }
+        handlers[self._phase](served)
+
+    def _after_range(self, served: bool | None) -> None:
+        if served:
+            self.outcome = Outcome.STATEMENT
+        elif self._phase is _Phase.WHOLE:
+            self._phase = _Phase.END_PROBE
         else:
-            self._bisected(served)
+            self._next_start()
+
+    def _after_end(self, served: bool | None) -> None:
+        if not served:
+            self._next_end()
+        elif self._first < self._last:
+            self._phase = _Phase.RETRY
+        else:
+            self.outcome = Outcome.STATEMENT
+
+    def _after_first(self, served: bool | None) -> None:
+        if served:
+            self._phase = _Phase.END_BISECT
+            self._end_bisected(None)
+        else:
+            self.outcome, self.nothing = Outcome.EMPTY, True
 
     def skip_to(self, first: date) -> None:
         """IB has no statement before ``first`` (an account opened then, as a statement just
@@ -255,7 +304,10 @@ class Search:
         self._step += 1
         earlier = _business(self._last, -1)
         if self._step > END_STEPS or earlier < self._first:
-            self.outcome = Outcome.EMPTY
+            if self._last > self._first:  # is there a statement before these days?
+                self._end_bad, self._phase = self._last, _Phase.FIRST_PROBE
+            else:
+                self.outcome, self.nothing = Outcome.EMPTY, True
             return
         self._last = earlier
         self._phase = _Phase.END_STEP
@@ -283,7 +335,7 @@ class Search:
             middle += _DAY
         return middle if middle > self._bad else self._good
 
-    def _bisected(self, served: bool) -> None:
+    def _bisected(self, served: bool | None) -> None:
         first = self.asked[0] if self.asked is not None else self._first
         if served:
             self._good = first
@@ -292,6 +344,22 @@ class Search:
         if self._middle() == self._good:
             self.outcome = Outcome.STATEMENT
             self.served = (self._good, self._last)
+
+    def _end_middle(self) -> date:
+        middle = self._end_good + (self._end_bad - self._end_good) // 2
+        while middle.weekday() >= 5 and middle < self._end_bad:
+            middle += _DAY
+        return middle if self._end_good < middle < self._end_bad else self._end_good
+
+    def _end_bisected(self, served: bool | None) -> None:
+        if served is not None and self.asked is not None:
+            if served:
+                self._end_good = self.asked[1]
+            else:
+                self._end_bad = self.asked[1]
+        if self._end_middle() == self._end_good:
+            self.outcome = Outcome.STATEMENT
+            self.served = (self._first, self._end_good)
 
 
 def _last_weekend_day(served_last: date, last: date) -> date:
