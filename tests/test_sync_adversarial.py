@@ -131,7 +131,7 @@ class _ExtraRow(AccountHistory):
 
 
 # ============================================================================================
-# Broken promises: these fail today.
+# Broken promises found by an adversarial pass: each failed before its fix.
 # ============================================================================================
 
 
