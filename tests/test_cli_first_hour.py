@@ -366,7 +366,7 @@ def test_describe_names_the_kind_of_file(kind: str) -> None:
 
 
 @pytest.mark.parametrize("command", READERS)
-@pytest.mark.parametrize("kind", ["html", "ib-csv", "zip", "json", "text", "binary", "pdf"])
+@pytest.mark.parametrize("kind", ["html", "ib-csv-bof", "zip", "json", "text", "binary", "pdf"])
 def test_a_file_that_is_not_a_statement_is_said_to_look_like_what_it_is(
     cli: Callable[..., tuple[int, bytes, str]], tmp_path: Path, kind: str, command: str
 ) -> None:

@@ -28,7 +28,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xfd7zXZ\x00", "xz-compressed data"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
 )
-_IB_CSV_HINT = "a Flex Query for this tool must have the format XML"
+# Read as a statement when whole (._csv); asked here only when it was not.
+_IB_CSV_HINT = "cut short, or in a layout this tool cannot read (see the reason)"
 # IB's CSV output: a header of quoted names ("ClientAccountID",...), or with its section
 # markers a first line of BOF,... / "BOF",... or HEADER,TRNT,... / "HEADER","TRNT",...
 _IB_CSV = re.compile(r'"?(ClientAccountID|AccountID)"?,|"?(BOF|HEADER|BOA|BOS|DATA)"?,', re.I)

@@ -28,6 +28,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
+from ._csv import CsvError, looks_like_csv, parse_csv
 from ._xml import XmlRejectedError, parse_xml
 from .dates import (
     AmbiguousDateError,
@@ -103,11 +104,16 @@ def _day_order(
 
 
 def check_structure(
-    container: ET.Element | None, statements: list[ET.Element], day_first: bool | None = None
+    container: ET.Element | None,
+    statements: list[ET.Element],
+    day_first: bool | None = None,
+    *,
+    dates: bool = True,
 ) -> None:
     """Raise :class:`StatementError` unless ``<FlexStatements>`` holds at least one
     ``<FlexStatement>``, as many as its ``count`` says, each with its header set to dates in
-    one of IB's formats (a date ambiguous for want of ``day_first`` passes)."""
+    one of IB's formats (a date ambiguous for want of ``day_first`` passes). A statement read
+    from CSV without header records (``dates=False``) has no dates to check."""
     if container is None:
         raise StatementError("incomplete Flex statement: no <FlexStatements>")
     if not statements:
@@ -118,14 +124,15 @@ def check_structure(
             f"incomplete Flex statement: count={count!r} but {len(statements)} "
             "<FlexStatement> elements"
         )
+    required = ("accountId", "fromDate", "toDate") if dates else ()
     for element in statements:
-        if not all(element.get(name) for name in ("accountId", "fromDate", "toDate")):
+        if not all(element.get(name) for name in required):
             raise StatementError(
                 "incomplete Flex statement: a <FlexStatement> lacks accountId, fromDate or toDate"
             )
     try:
         for element in statements:
-            for name in ("fromDate", "toDate"):
+            for name in ("fromDate", "toDate") if element.get("fromDate") or dates else ():
                 with contextlib.suppress(AmbiguousDateError):
                     parse_ib_date(element.get(name, ""), day_first=day_first)
     except ValueError as exc:
@@ -155,6 +162,12 @@ class AccountStatement:
 
     def _date(self, name: str) -> date:
         text = self.element.get(name, "")
+        if not text and self.element.get("accountId") is not None:
+            raise StatementError(
+                f"no {name} in this statement: read from CSV without header and trailer "
+                "records, it carries no dates (set the Flex Query's 'Include header and "
+                "trailer records?' to Yes)"
+            )
         try:
             return parse_ib_date(text, day_first=self._day_first)
         except AmbiguousDateError as exc:
@@ -236,13 +249,15 @@ class FlexStatement:
         if not isinstance(xml, (str, bytes)):
             raise TypeError(f"FlexStatement takes str or bytes, not {type(xml).__name__}")
         try:
-            root = parse_xml(xml)
+            root = parse_csv(xml) if looks_like_csv(xml[:512]) else parse_xml(xml)
+        except CsvError as exc:
+            reason = f"not a complete Flex statement in CSV form: {exc}"
         except XmlRejectedError as exc:
-            reason = str(exc)
+            reason = f"not a Flex statement: {exc}"
         else:
             self._load(xml, root, day_first)
             return
-        raise StatementError(f"not a Flex statement: {reason}")
+        raise StatementError(reason)
 
     @classmethod
     def from_file(
@@ -269,7 +284,7 @@ class FlexStatement:
         header_dates = [e.get(name, "") for e in elements for name in ("fromDate", "toDate")]
         self._day_first = _day_order(header_dates, xml, root, day_first)
         # Ambiguous dates pass: a valid statement all the same; from_date explains when asked.
-        check_structure(container, elements, self._day_first)
+        check_structure(container, elements, self._day_first, dates=root.get("format") != "CSV")
         self.xml = xml
         self._root = root
         self.statements = tuple(AccountStatement(e, self._day_first) for e in elements)

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from typing import IO, TypeVar, cast
 
+from ._csv import CsvError, CsvStream, looks_like_csv
 from ._xml import CHUNK, XmlLimitError, XmlRejectedError, XmlStream
 from .dates import infer_day_first
 from .errors import StatementError
@@ -51,6 +52,66 @@ def _chunks(source: Source) -> Iterator[bytes]:
 
 
 _HEADERS = frozenset({"FlexStatements", "FlexStatement"})
+_BOM = b"\xef\xbb\xbf"
+
+
+class DocumentStream:
+    """:class:`._xml.XmlStream` or :class:`._csv.CsvStream`, as the first bytes say: the same
+    events either way, so every reader here takes a statement in XML or in CSV form."""
+
+    __slots__ = ("_head", "_inner")
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._inner: XmlStream | CsvStream | None = None
+
+    @property
+    def root_tag(self) -> str | None:
+        return self._inner.root_tag if self._inner is not None else None
+
+    @property
+    def stalled(self) -> int:
+        return self._inner.stalled if self._inner is not None else len(self._head)
+
+    @property
+    def is_csv(self) -> bool:
+        return isinstance(self._inner, CsvStream)
+
+    def feed(self, data: bytes) -> None:
+        inner = self._inner
+        if inner is None:
+            self._head += data
+            inner = self._decide(final=False)
+            if inner is None:
+                return
+            data, self._head = self._head, b""
+        inner.feed(data)
+
+    def _decide(self, *, final: bool) -> XmlStream | CsvStream | None:
+        """The reader the first bytes call for; None while they cannot tell yet (a CSV
+        layout shows in its first line)."""
+        head = self._head
+        text = head.removeprefix(_BOM).lstrip()
+        if text.startswith(b"<"):
+            self._inner = XmlStream()
+        elif final or (text and (b"\n" in head or len(head) >= 512)):
+            self._inner = CsvStream() if looks_like_csv(head) else XmlStream()
+        return self._inner
+
+    def close(self) -> None:
+        inner = self._inner
+        if inner is None:
+            inner = self._decide(final=True)
+            head, self._head = self._head, b""
+            if head and inner is not None:
+                inner.feed(head)
+        if inner is not None:
+            inner.close()
+
+    def read_events(self) -> Iterator[tuple[str, ET.Element]]:
+        if self._inner is None:
+            return iter(())
+        return self._inner.read_events()
 
 
 class _Pruner:
@@ -93,14 +154,16 @@ class _Pruner:
         return wanted
 
 
-def _describe(xml: XmlStream, exc: XmlRejectedError) -> str:
+def _describe(xml: DocumentStream, exc: XmlRejectedError | CsvError) -> str:
+    if isinstance(exc, CsvError):
+        return f"not a complete Flex statement in CSV form: {exc}"
     if xml.root_tag == _ROOT and not isinstance(exc, XmlLimitError):
         return f"not a complete Flex statement: {exc}"
     return f"not a Flex statement: {exc}"
 
 
 def _elements(
-    xml: XmlStream, pruner: _Pruner, pieces: Iterable[bytes | None]
+    xml: DocumentStream, pruner: _Pruner, pieces: Iterable[bytes | None]
 ) -> Iterator[ET.Element]:
     """Feed ``pieces`` (None: the document is complete) and yield what ``pruner`` wants."""
     start, end = pruner.start, pruner.end
@@ -115,7 +178,7 @@ def _elements(
                     start(element)
                 elif end(element):
                     yield element
-    except XmlRejectedError as exc:
+    except (XmlRejectedError, CsvError) as exc:
         reason = _describe(xml, exc)
     else:
         return
@@ -123,7 +186,7 @@ def _elements(
 
 
 def _walk(source: Source, pruner: _Pruner) -> Iterator[ET.Element]:
-    return _elements(XmlStream(), pruner, itertools.chain(_chunks(source), (None,)))
+    return _elements(DocumentStream(), pruner, itertools.chain(_chunks(source), (None,)))
 
 
 def iter_elements(source: Source, tag: str) -> Iterator[ET.Element]:
@@ -193,7 +256,7 @@ class HeaderCheck:
         elif depth == 2 and element.tag == "FlexStatement" and parent == "FlexStatements":
             self.statements.append(element)
 
-    def check(self) -> None:
+    def check(self, *, csv: bool = False) -> None:
         """Raise what :class:`FlexStatement` raises for these headers: dd/MM against MM/dd
         decided by the headers (where they leave it open, every date reads the same either
         way, so the document's other dates need not be consulted), then the structure."""
@@ -202,7 +265,7 @@ class HeaderCheck:
             day_first = infer_day_first(dates)
         except ValueError as exc:
             raise StatementError(f"Flex statement header: {exc}") from None
-        check_structure(self.container, self.statements, day_first)
+        check_structure(self.container, self.statements, day_first, dates=not csv)
 
 
 class StatementCheck:
@@ -219,7 +282,7 @@ class StatementCheck:
     __slots__ = ("_error", "_headers", "_pruner", "_xml")
 
     def __init__(self) -> None:
-        self._xml = XmlStream()
+        self._xml = DocumentStream()
         self._headers = HeaderCheck()
         self._pruner = _Pruner(None, None)  # every element, none kept
         self._error: StatementError | None = None
@@ -242,7 +305,7 @@ class StatementCheck:
         """The statement is complete: raise :class:`StatementError` unless it is a complete,
         well-formed Flex statement."""
         self._run(None)
-        self._headers.check()
+        self._headers.check(csv=self._xml.is_csv)
 
     def _run(self, piece: bytes | None) -> None:
         if self._error is not None:

@@ -1,0 +1,393 @@
+"""Flex statements in CSV (or text) form, read into the elements the XML paths yield.
+
+A Flex Query set to CSV answers GetStatement with CSV text ("Output formats other than XML"
+in ``docs/protocol.md``). :class:`CsvStream` reads it in pieces, as :class:`._xml.XmlStream`
+reads XML, and hands out the same ``("start" | "end", element)`` events: a
+``<FlexQueryResponse>`` holding ``<FlexStatements>``, a ``<FlexStatement>`` per account with
+the header's dates, a container per section (``<Trades>``) and a row element per data record
+(``<Trade>``), with IB's XML attribute names (:mod:`._csv_names`). So statements, streaming
+readers, typed rows and the CLI read both forms alike.
+
+The layouts, told apart by the first record:
+
+* header and trailer records: ``BOF`` (account, query, dates, ``whenGenerated``), per account
+  ``BOA`` … ``EOA``, per section ``BOS`` (code) … ``EOS`` (code, row count), last ``EOF``;
+* section code and line descriptor: ``HEADER,CODE,…`` names a section's columns, ``DATA,CODE,…``
+  is one of its rows (with or without the records above);
+* neither: each section starts with its own column-header row.
+
+Counts are checked: an ``EOS`` whose count disagrees with the rows read, a ``BOS`` or ``BOF``
+without its trailer, a record cut short: :class:`CsvError`. A file without column headers
+cannot be named: a :class:`CsvError` says which query setting to change. Values are kept
+exactly as written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+from ._csv_names import KNOWN_HEADERS, attribute_name, section_tags
+
+__all__ = ["CsvError", "CsvStream", "looks_like_csv", "parse_csv"]
+
+Event = tuple[str, ET.Element]
+
+# The first record of each layout: a trailer record, a line descriptor, or a column header
+# (IB's first column is the account: ClientAccountID, or AccountID in some sections).
+_FIRST = re.compile(
+    r'^\ufeff?\s*"?(BOF|BOA|BOS|HEADER|DATA|ClientAccountID|AccountID|AccountAlias)"?\s*([,\t|;])',
+    re.IGNORECASE,
+)
+_DELIMITERS = ",\t|;"
+_MAX_RECORD = 8 * 1024 * 1024  # no record of IB's is megabytes long
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 /()&._%-]*$")
+_VALUE_LIKE = re.compile(r"^[-+]?[0-9][0-9.,:;/ -]*$")
+_TRAILERS = frozenset({"BOF", "BOA", "BOS", "EOS", "EOA", "EOF"})
+_DESCRIPTORS = frozenset({"HEADER", "DATA"})
+
+
+class CsvError(ValueError):
+    """Not a complete Flex statement in CSV form. ``setting`` is True when a query setting,
+    not the transfer, is at fault (trying again would not help)."""
+
+    def __init__(self, message: str, *, setting: bool = False) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def looks_like_csv(head: bytes | str) -> bool:
+    """Whether a document starting with ``head`` is one of IB's CSV (or text) layouts."""
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return bool(_FIRST.match(text[:512]))
+
+
+def parse_csv(data: bytes | str) -> ET.Element:
+    """The whole document as a tree, as :func:`._xml.parse_xml` gives for XML; the accounts'
+    parts that a layout without ``BOA`` records splits are joined per account."""
+    stream = CsvStream()
+    stream.feed(data.encode() if isinstance(data, str) else data)
+    stream.close()
+    events = list(stream.read_events())
+    if not events:  # pragma: no cover - close() raises first
+        raise CsvError("an empty document")
+    root = events[0][1]
+    _join_accounts(root)
+    return root
+
+
+def _join_accounts(root: ET.Element) -> None:
+    holder = root.find("FlexStatements")
+    if holder is None:
+        return
+    first: dict[str, ET.Element] = {}
+    for statement in list(holder):
+        account = statement.get("accountId", "")
+        if account in first:
+            first[account].extend(list(statement))
+            holder.remove(statement)
+        else:
+            first[account] = statement
+    holder.set("count", str(len(holder)))
+
+
+class CsvStream:
+    """One CSV document fed in pieces, handed out as element events (see the module)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self._text = ""  # decoded, not yet split into records
+        self._pending = ""  # a record's lines so far (a quoted value may hold newlines)
+        self._quotes = 0
+        self._delimiter: str | None = None
+        self._events: list[Event] = []
+        self._closed = False
+        self._done = False
+        self.root_tag: str | None = None
+        self.stalled = 0
+        self._records = 0
+        # the document being built
+        self._root: ET.Element | None = None
+        self._holder: ET.Element | None = None
+        self._header: dict[str, str] = {}
+        self._layout = ""
+        self._statement: ET.Element | None = None
+        self._account = ""
+        self._section: ET.Element | None = None
+        self._code = ""
+        self._row_tag = ""
+        self._columns: list[str] = []
+        self._rows = 0
+        self._bof = self._eof = False
+        self._in_account = False
+        self._sections = 0
+        self._opened = 0  # FlexStatement elements started
+        self._open: list[ET.Element] = []  # started, not yet ended
+
+    # --- input ---------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._closed:
+            raise CsvError("fed after close()")
+        try:
+            self._text += self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            raise CsvError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+        self._split(final=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._text += self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise CsvError(f"not UTF-8 text: {exc.reason}") from None
+        self._split(final=True)
+        if self._pending.strip():
+            raise CsvError("cut short: the last record ends inside a quoted value")
+        self._finish()
+
+    def read_events(self) -> Iterator[Event]:
+        events, self._events = self._events, []
+        yield from events
+
+    def _split(self, *, final: bool) -> None:
+        lines = self._text.splitlines(keepends=True)
+        if lines and not final and not lines[-1].endswith(("\n", "\r")):
+            self._text = lines.pop()
+        else:
+            self._text = ""
+        for line in lines:
+            self._pending += line
+            self._quotes += line.count('"')
+            if self._quotes % 2 == 0:
+                record, self._pending, self._quotes = self._pending, "", 0
+                self._record_text(record)
+            elif len(self._pending) > _MAX_RECORD:
+                raise CsvError(f"a record over {_MAX_RECORD:,} bytes: not one of IB's")
+        self.stalled = len(self._pending) + len(self._text)
+
+    def _record_text(self, text: str) -> None:
+        if not text.strip():
+            return
+        if self._delimiter is None:
+            self._delimiter = _delimiter(text)
+        try:
+            (record,) = list(csv.reader([text], delimiter=self._delimiter, strict=True))
+        except (csv.Error, ValueError) as exc:
+            raise CsvError(f"record {self._records + 1}: {exc}") from None
+        self._records += 1
+        self._record([value.strip() if i == 0 else value for i, value in enumerate(record)])
+
+    # --- the document --------------------------------------------------------------------
+
+    def _record(self, record: list[str]) -> None:
+        if self._done:
+            raise CsvError("a record after EOF")
+        kind = record[0].upper()
+        if kind == "MSG" and len(record) == 2:
+            return  # IB's note at the top ("Realized P/L is not ready ..."): not a row
+        if self._root is None:
+            self._start(kind)
+        if kind in _TRAILERS and self._layout == "trailer":
+            self._trailer(kind, record)
+        elif kind in _DESCRIPTORS and len(record) > 1:
+            self._descriptor(kind, record)
+        else:
+            self._plain(record)
+
+    def _start(self, kind: str) -> None:
+        if kind in _TRAILERS:
+            self._layout = "trailer"
+        else:
+            self._layout = "descriptor" if kind in _DESCRIPTORS else "plain"
+        self._root = ET.Element("FlexQueryResponse", format="CSV")
+        self._holder = ET.Element("FlexStatements")
+        self.root_tag = self._root.tag
+        self._emit("start", self._root)
+        self._emit("start", self._holder)
+
+    def _trailer(self, kind: str, record: list[str]) -> None:
+        fields = record[1:]
+        if kind == "BOF":
+            if self._bof:
+                raise CsvError("a second BOF record")
+            self._bof = True
+            self._header = _bof_header(fields)
+            if self._root is not None:
+                for name in ("queryName", "type"):
+                    if self._header.get(name):
+                        self._root.set(name, self._header[name])
+        elif kind == "BOA":
+            self._end_statement()
+            self._in_account = True
+            self._open_statement(fields[0] if fields else "")
+        elif kind == "EOA":
+            if not self._in_account:
+                raise CsvError("an EOA record without its BOA")
+            self._end_section()
+            self._end_statement()
+            self._in_account = False
+        elif kind == "BOS":
+            self._end_section()
+            self._code = fields[0] if fields else ""
+            self._columns = []
+            self._sections += 1
+        elif kind == "EOS":
+            self._check_count(fields)
+            self._end_section()
+            self._code = ""
+        else:  # EOF
+            self._end_section()
+            self._end_statement()
+            self._eof = True
+            self._done = True
+
+    def _check_count(self, fields: list[str]) -> None:
+        code = fields[0] if fields else ""
+        if self._code and code and code != self._code:
+            raise CsvError(f"EOS of section {code} inside section {self._code}")
+        written = fields[1].strip() if len(fields) > 1 else ""
+        if written.isdigit() and int(written) != self._rows:
+            raise CsvError(
+                f"section {self._code or code}: EOS says {int(written)} rows, "
+                f"{self._rows} were read"
+            )
+
+    def _descriptor(self, kind: str, record: list[str]) -> None:
+        code, values = record[1], record[2:]
+        if kind == "HEADER":
+            if code != self._code or self._section is None or self._columns:
+                self._end_section()
+                self._code = code
+            self._columns = [attribute_name(name, code) for name in values]
+            return
+        if code != self._code or not self._columns:
+            raise CsvError(
+                f"section {code} has no column headers, so nothing in it can be named: set "
+                "the Flex Query's 'Include column headers?' to Yes",
+                setting=True,
+            )
+        self._row(values)
+
+    def _plain(self, record: list[str]) -> None:
+        new_header = self._layout == "plain" and _looks_like_header(record, self._columns)
+        if not self._columns or new_header:
+            if not _looks_like_header(record, []):
+                raise CsvError(
+                    "no column headers, so nothing can be named: set the Flex Query's "
+                    "'Include column headers?' to Yes",
+                    setting=True,
+                )
+            self._end_section()
+            if self._layout == "plain":
+                self._code = ""
+            self._columns = [attribute_name(name, self._code) for name in record]
+            return
+        self._row(record)
+
+    def _row(self, values: list[str]) -> None:
+        if len(values) != len(self._columns):
+            raise CsvError(
+                f"record {self._records}: {len(values)} values under {len(self._columns)} "
+                "column headers (a record cut short?)"
+            )
+        attributes = dict(zip(self._columns, values, strict=True))
+        account = attributes.get("accountId", "")
+        moved = not self._in_account and account and account != self._account
+        if self._statement is None or moved:
+            self._end_section()
+            self._end_statement()
+            self._open_statement(account or self._header.get("accountId", ""))
+        if self._section is None:
+            container, self._row_tag = section_tags(self._code, self._columns)
+            self._section = ET.Element(container)
+            self._rows = 0
+            self._emit("start", self._section)
+        row = ET.Element(self._row_tag, attributes)
+        self._rows += 1
+        self._emit("start", row)
+        self._emit("end", row)
+
+    def _open_statement(self, account: str) -> None:
+        self._account = account
+        header = {
+            "accountId": account,
+            "fromDate": self._header.get("fromDate", ""),
+            "toDate": self._header.get("toDate", ""),
+            "period": self._header.get("period", ""),
+            "whenGenerated": self._header.get("whenGenerated", ""),
+        }
+        self._statement = ET.Element("FlexStatement", {k: v for k, v in header.items() if v})
+        self._opened += 1
+        self._emit("start", self._statement)
+
+    def _end_section(self) -> None:
+        if self._section is not None:
+            self._emit("end", self._section)
+            self._section = None
+
+    def _end_statement(self) -> None:
+        if self._statement is not None:
+            self._emit("end", self._statement)
+            self._statement = None
+
+    def _finish(self) -> None:
+        if self._root is None or self._holder is None:
+            raise CsvError("an empty document")
+        if self._bof and not self._eof:
+            raise CsvError("cut short: no EOF record after the BOF record")
+        if self._in_account:
+            raise CsvError("cut short: an account's BOA without its EOA")
+        if self._layout == "trailer" and self._code:
+            raise CsvError(f"cut short: section {self._code} has no EOS record")
+        self._end_section()
+        if not self._opened:  # no row at all: still one account's (empty) statement
+            self._open_statement(self._header.get("accountId", ""))
+        self._end_statement()
+        self._holder.set("count", str(self._opened))
+        self._emit("end", self._holder)
+        self._emit("end", self._root)
+
+    def _emit(self, kind: str, element: ET.Element) -> None:
+        # Attached to its parent as it starts, as an XML parser does: readers prune the tree
+        # by detaching what they are done with.
+        if kind == "start":
+            if self._open:
+                self._open[-1].append(element)
+            self._open.append(element)
+        else:
+            self._open.pop()
+        self._events.append((kind, element))
+
+
+def _delimiter(first: str) -> str:
+    match = _FIRST.match(first)
+    if match:
+        return match.group(2)
+    counts = {d: first.count(d) for d in _DELIMITERS}
+    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+
+
+def _looks_like_header(record: list[str], current: list[str]) -> bool:
+    """Whether a record names columns: every value a name, none a number or a date, and one
+    at least a column IB names (an account's id, a symbol...), and not the columns in use."""
+    if not record or not all(value and _NAME.match(value) for value in record):
+        return False
+    if any(_VALUE_LIKE.match(value) for value in record):
+        return False
+    if not any(value.strip().lstrip("\ufeff") in KNOWN_HEADERS for value in record):
+        return False
+    named = [attribute_name(value) for value in record]
+    return named != current or not current
+
+
+def _bof_header(fields: list[str]) -> dict[str, str]:
+    """BOF's fields: account, query name, number of sections, from and to dates,
+    whenGenerated, then two build numbers (``"100"``)."""
+    names = ("accountId", "queryName", "", "fromDate", "toDate", "whenGenerated")
+    return {name: value for name, value in zip(names, fields, strict=False) if name and value}
