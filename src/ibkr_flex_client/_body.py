@@ -24,8 +24,10 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ._csv import NO_HEADERS, CsvError, headerless_csv, looks_like_csv, parse_csv
 from ._files import discard, open_temp
 from ._inflate import InflateError, Inflater
+from ._sniff import HEAD_BYTES, describe
 from ._xml import MAX_PROLOG, XmlFeed, XmlRejectedError
 from .errors import SaveError, StatementError, Step
 from .protocol import Reply, Saved, Trouble, from_server
@@ -134,6 +136,7 @@ class _Reader:
         "body",
         "fatal",
         "feed",
+        "form",
         "limit",
         "max_statement",
         "parsed",
@@ -162,6 +165,7 @@ class _Reader:
         self.fatal = False  # a refusal that trying again would not change
         self.units = 0  # "<" and "=" in the statement fetch() is parsing
         self.parsed = 0  # bytes of it
+        self.form = "xml"  # or "csv" (a CSV query's statement), "undecided" (not XML: which?)
 
     def take(self, piece: bytes) -> bool:
         """Handle the next piece; False once reading should stop."""
@@ -169,21 +173,55 @@ class _Reader:
             self.saving.write(piece)
             self._mind_the_gap(self.saving.check.stalled)
             return True
-        if self.root is not None and self._is_statement():
+        if self.root is not None and self._is_statement() and self.form == "xml":
             self._mind_the_density(piece)
         self.body += piece
+        if self.form == "undecided":
+            return self._other_form(final=False)
         if self.feed is not None:
             try:
                 self.feed.feed(piece)
             except XmlRejectedError as exc:
-                # Not XML (or hostile XML): what was read is enough to say what it is.
+                # Not XML (or hostile XML): what was read is enough to say what it is, but
+                # for a statement in CSV form, which reads on.
                 self.feed, self.problem = None, str(exc)
+                markup = bytes(self.body[:64]).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+                if not markup and self.step is Step.GET_STATEMENT and 200 <= self.status < 300:
+                    self.form = "undecided"
+                    return self._other_form(final=False)
                 return False
             if self.root is None and self.feed.root_tag is not None:
                 self._root_found(self.feed.root_tag)
             elif self._is_statement():
                 self._mind_the_gap(self.feed.stalled)
         return self.limit is None or len(self.body) <= self.limit
+
+    def _other_form(self, *, final: bool) -> bool:
+        """GetStatement answered with something that is not XML: a statement in CSV (or
+        text) form reads on as one; an HTML page goes back to the flow (IB's maintenance
+        page: try again); anything else is no statement, and trying again would not change
+        that. False once reading should stop."""
+        head = bytes(self.body[:HEAD_BYTES])
+        if not final and b"\n" not in head and len(head) < 512:
+            return True  # its first line says
+        if looks_like_csv(head):
+            self.form, self.problem, self.root = "csv", "", _STATEMENT_ROOT
+            if self.save_as is not None:
+                self.saving = _Saving(self.save_as)
+                body, self.body = bytes(self.body), bytearray()
+                self.saving.write(body)
+            else:
+                self.limit = self.max_statement
+            return self.limit is None or len(self.body) <= self.limit
+        self.form = "other"
+        kind = describe(head)
+        if kind is None or "HTML" in kind or not head.strip():
+            return False  # broken XML, an HTML page, nothing: the flow says which
+        self.fatal = True
+        why = NO_HEADERS if headerless_csv(head) else "neither XML nor IB's CSV or text output"
+        raise StatementError(
+            f"not a Flex statement: GetStatement answered with what looks like {kind}: {why}"
+        )
 
     def _root_found(self, root: str) -> None:
         self.root = root
@@ -255,12 +293,26 @@ class _Reader:
                 raise
             return Saved(self.status, str(saving.path), saving.size)
         body = bytes(self.body)
+        if self.form == "undecided":
+            self._other_form(final=True)
+        if self.form == "csv":
+            return self._csv_statement(body)
         if self.feed is None or not body.strip():
             return Reply(self.status, body)
         try:
             root = self.feed.close()
         except XmlRejectedError:
             return Reply(self.status, body)  # the flow parses it again and says why
+        return Reply(self.status, body, root)
+
+    def _csv_statement(self, body: bytes) -> Reply | Trouble:
+        try:
+            root = parse_csv(body)
+        except CsvError as exc:
+            if exc.setting:  # the query's settings: trying again would not help
+                self.fatal = True
+                raise StatementError(f"a Flex statement in CSV form that {exc}") from None
+            return Trouble(f"a statement in CSV form that is not complete: {exc}", self.status)
         return Reply(self.status, body, root)
 
     def abandon(self) -> None:

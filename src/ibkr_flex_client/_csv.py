@@ -32,7 +32,14 @@ from collections.abc import Iterator
 
 from ._csv_names import KNOWN_HEADERS, attribute_name, section_tags
 
-__all__ = ["CsvError", "CsvStream", "looks_like_csv", "parse_csv"]
+__all__ = [
+    "NO_HEADERS",
+    "CsvError",
+    "CsvStream",
+    "headerless_csv",
+    "looks_like_csv",
+    "parse_csv",
+]
 
 Event = tuple[str, ET.Element]
 
@@ -59,10 +66,26 @@ class CsvError(ValueError):
         self.setting = setting
 
 
+NO_HEADERS = (
+    "nothing in it can be named: if it is a Flex Query's CSV output, set the query's "
+    "'Include column headers?' to Yes (and keep the account id its first column)"
+)
+
+
 def looks_like_csv(head: bytes | str) -> bool:
     """Whether a document starting with ``head`` is one of IB's CSV (or text) layouts."""
     text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
     return bool(_FIRST.match(text[:512]))
+
+
+def headerless_csv(head: bytes) -> bool:
+    """Whether text that is none of IB's layouts still reads as delimited records (its
+    first line three fields or more): CSV output without column headers, most likely."""
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if not text or text.startswith(("<", "{", "[")):
+        return False
+    first = text.splitlines()[0]
+    return any(len(next(csv.reader([first], delimiter=d), [])) >= 3 for d in _DELIMITERS)
 
 
 def parse_csv(data: bytes | str) -> ET.Element:

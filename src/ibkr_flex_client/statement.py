@@ -28,7 +28,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
-from ._csv import CsvError, looks_like_csv, parse_csv
+from ._csv import NO_HEADERS, CsvError, headerless_csv, looks_like_csv, parse_csv
+from ._sniff import HEAD_BYTES, describe
 from ._xml import XmlRejectedError, parse_xml
 from .dates import (
     AmbiguousDateError,
@@ -248,8 +249,15 @@ class FlexStatement:
     def __init__(self, xml: str | bytes, *, day_first: bool | None = None) -> None:
         if not isinstance(xml, (str, bytes)):
             raise TypeError(f"FlexStatement takes str or bytes, not {type(xml).__name__}")
+        head = (
+            xml[:HEAD_BYTES].encode("utf-8", "replace")
+            if isinstance(xml, str)
+            else xml[:HEAD_BYTES]
+        )
+        if not looks_like_csv(head) and headerless_csv(head):
+            raise StatementError(f"not a Flex statement: {describe(head)}, in which {NO_HEADERS}")
         try:
-            root = parse_csv(xml) if looks_like_csv(xml[:512]) else parse_xml(xml)
+            root = parse_csv(xml) if looks_like_csv(head) else parse_xml(xml)
         except CsvError as exc:
             reason = f"not a complete Flex statement in CSV form: {exc}"
         except XmlRejectedError as exc:

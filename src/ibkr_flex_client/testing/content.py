@@ -6,8 +6,17 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-__all__ = ["DATE_FORMATS", "build_statement", "default_sections", "format_ib_date"]
+__all__ = [
+    "CSV_LAYOUTS",
+    "DATE_FORMATS",
+    "build_statement",
+    "csv_header",
+    "default_sections",
+    "format_ib_date",
+    "to_csv",
+]
 
 # The seven date formats a Flex query can be configured to emit (docs/protocol.md, "Formats").
 DATE_FORMATS: Mapping[str, str] = {
@@ -158,3 +167,108 @@ def build_statement(
     ET.indent(root)
     document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return document + b"\n"
+
+
+# --- the same statements in CSV form -------------------------------------------------------
+
+#: The layouts of a Flex Query's CSV output (``docs/protocol.md``): header and trailer
+#: records (BOF ... EOF), section code and line descriptor (HEADER/DATA), both, or neither.
+CSV_LAYOUTS = ("trailers", "descriptors", "trailers+descriptors", "plain")
+
+_CSV_HEADERS = {
+    "accountId": "ClientAccountID",
+    "acctAlias": "AccountAlias",
+    "currency": "CurrencyPrimary",
+    "assetCategory": "AssetClass",
+    "buySell": "Buy/Sell",
+    "putCall": "Put/Call",
+    "openCloseIndicator": "Open/CloseIndicator",
+    "notes": "Notes/Codes",
+    "dateTime": "Date/Time",
+    "ibCommission": "IBCommission",
+    "ibCommissionCurrency": "IBCommissionCurrency",
+    "ibExecID": "IBExecID",
+    "ibOrderID": "IBOrderID",
+    "fxRateToBase": "FXRateToBase",
+    "isin": "ISIN",
+    "cusip": "CUSIP",
+}
+
+
+def csv_header(attribute: str) -> str:
+    """The CSV column header IB writes for an XML attribute."""
+    return _CSV_HEADERS.get(attribute) or attribute[:1].upper() + attribute[1:]
+
+
+def to_csv(
+    document: bytes,
+    *,
+    layout: str = "trailers",
+    delimiter: str = ",",
+    quote_all: bool = True,
+    column_headers: bool = True,
+) -> bytes:
+    """The statement ``document`` (XML, as :func:`build_statement` writes it) in one of IB's
+    CSV layouts (:data:`CSV_LAYOUTS`): what the same query set to CSV delivers. Section
+    codes come from the containers' names (``Trades`` is ``TRNT``); a container without a
+    known code keeps its name. ``delimiter`` ``"|"`` or ``"\\t"`` gives IB's text output."""
+    if layout not in CSV_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; one of {', '.join(CSV_LAYOUTS)}")
+    import csv  # noqa: PLC0415 - only here
+    import io  # noqa: PLC0415
+
+    from .._csv_names import SECTIONS  # noqa: PLC0415
+
+    codes = {container: code for code, (container, _) in SECTIONS.items()}
+    root = ET.fromstring(document)
+    out = io.StringIO()
+    if quote_all:
+        writer = csv.writer(out, delimiter=delimiter, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    else:
+        writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    trailers = layout.startswith("trailers")
+    descriptors = layout.endswith("descriptors")
+    statements = root.findall("FlexStatements/FlexStatement")
+    if trailers and statements:
+        first = statements[0]
+        sections = len([s for s in first if len(s)])
+        writer.writerow(["BOF", first.get("accountId", ""), root.get("queryName", ""),
+                         str(sections), first.get("fromDate", ""), first.get("toDate", ""),
+                         first.get("whenGenerated", ""), "100", "100"])  # fmt: skip
+    for statement in statements:
+        account = statement.get("accountId", "")
+        if trailers:
+            writer.writerow(["BOA", account])
+        for section in statement:
+            code = codes.get(section.tag, section.tag)
+            _csv_section(writer, section, code, trailers, descriptors, column_headers)
+        if trailers:
+            writer.writerow(["EOA", account])
+    if trailers:
+        writer.writerow(["EOF"])
+    return out.getvalue().encode()
+
+
+def _csv_section(
+    writer: Any,  # noqa: ANN401 - csv's writer has no public type
+    section: ET.Element,
+    code: str,
+    trailers: bool,
+    descriptors: bool,
+    column_headers: bool,
+) -> None:
+    rows = [row for row in section if row.attrib]
+    if not rows:
+        return
+    names = list(dict.fromkeys(name for row in rows for name in row.attrib))
+    lead = [code] if descriptors else []
+    if trailers:
+        writer.writerow(["BOS", code, section.tag])
+    if column_headers:
+        header = [csv_header(name) for name in names]
+        writer.writerow((["HEADER", *lead] if descriptors else []) + header)
+    for row in rows:
+        values = [row.get(name, "") for name in names]
+        writer.writerow((["DATA", *lead] if descriptors else []) + values)
+    if trailers:
+        writer.writerow(["EOS", code, str(len(rows)), "0"])
