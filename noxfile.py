@@ -36,4 +36,5 @@ def demo(session: nox.Session) -> None:
     """A user's first minute: a fresh environment, a plain install, `ibkr-flex demo` offline."""
     session.install(".")
     session.run("ibkr-flex", "demo", "--generation-seconds", "1.5")
+    session.run("ibkr-flex", "demo", "--format", "csv", "--generation-seconds", "1")
     session.run("ibkr-flex", "demo", "--sync")

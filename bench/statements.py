@@ -14,7 +14,11 @@ Generates a 200,000-trade statement (about 50 MB), the same with slashed dates, 
 * typed rows (``statement.rows``) into a dataclass and into a pydantic model, each versus a
   hand-written loop that fills the same model from ``statement.iter`` with the same
   conversions (dates cached as the reader caches them) (target: at most 1.4x);
-* typed rows streamed from the file (``iter_rows``) versus ``iter_elements``.
+* typed rows streamed from the file (``iter_rows``) versus ``iter_elements``;
+* the same statement in CSV form (header and trailer records): ``FlexStatement`` full parse
+  and ``iter_elements`` streaming, each versus ``csv.DictReader`` reading the same file
+  (target: at most 1.5x), and the streaming reader's peak memory for the CSV file and the
+  double one (flat).
 
 Timed measures alternate the baseline and ours (ABAB, ROUNDS pairs) and report the medians,
 and the median of the paired ratios: load that comes and goes hits both sides alike.
@@ -25,10 +29,12 @@ and the median of the paired ratios: load that comes and goes hits both sides al
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import gc
 import importlib.util
+import io
 import json
 import statistics
 import subprocess
@@ -49,6 +55,7 @@ from ibkr_flex_client import (
     parse_ib_date,
     parse_ib_datetime,
 )
+from ibkr_flex_client.testing.content import to_csv
 
 ROWS = 200_000
 ROUNDS = 5
@@ -203,6 +210,16 @@ print(json.dumps({"before": before, "peak": rss(), "rows": count}))
 """
 
 
+def dict_reader(text: str) -> int:
+    """The baseline for CSV: every record as a dict, as csv.DictReader gives it."""
+    return sum(1 for _ in csv.DictReader(io.StringIO(text)))
+
+
+def dict_reader_file(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as file:
+        return sum(1 for _ in csv.DictReader(file))
+
+
 def memory(path: Path, mode: str) -> dict[str, float]:
     result = subprocess.run(  # noqa: S603 - our interpreter, our script
         [sys.executable, "-c", MEMORY_PROBE, str(path), mode],
@@ -273,6 +290,33 @@ def main(rows: int = ROWS) -> None:
             f"| typed rows streamed, dataclass | {rows / typed.ours:,.0f} rows/s "
             f"| {rows / typed.baseline:,.0f} elements/s (iter_elements) "
             f"| {typed.ratio:.2f}x | - |"
+        )
+        csv_tables(Path(folder), data, double.read_bytes(), rows)
+
+
+def csv_tables(folder: Path, data: bytes, double: bytes, rows: int) -> None:
+    """The same statements in CSV form against csv.DictReader over the same files."""
+    single_csv, double_csv = folder / "single.csv", folder / "double.csv"
+    single_csv.write_bytes(to_csv(data))
+    double_csv.write_bytes(to_csv(double))
+    csv_data = single_csv.read_bytes()
+    text = csv_data.decode()
+    assert sum(1 for _ in FlexStatement(csv_data).iter("Trade")) == rows
+    parse = paired(lambda: FlexStatement(csv_data), lambda: dict_reader(text))
+    print(line("CSV: full parse", parse, "csv.DictReader", "1.5x"))
+    stream = paired(lambda: streamed(single_csv), lambda: dict_reader_file(single_csv))
+    print(line("CSV: streaming", stream, "csv.DictReader over the file", "1.5x"))
+    size = len(csv_data) / 1e6
+    idle = memory(single_csv, "idle")
+    one, two = memory(single_csv, "stream"), memory(double_csv, "stream")
+    assert one["rows"] == rows
+    assert two["rows"] == 2 * rows
+    for label, probe in ((f"{size:.0f} MB", one), (f"{2 * size:.0f} MB", two)):
+        print(
+            f"| CSV: streaming peak memory, {label} file | {probe['peak']:.1f} MB "
+            f"(+{probe['peak'] - probe['before']:.1f} MB while reading) "
+            f"| {idle['peak']:.1f} MB (same process, not reading) "
+            f"| {probe['peak'] / idle['peak']:.2f}x | flat |"
         )
 
 

@@ -220,3 +220,41 @@ async def test_an_answer_in_a_form_we_cannot_read_fails_at_once_naming_it(
     with pytest.raises(StatementError, match=kind):
         await make_client().fetch()
     assert sim.answers().count("statement") == 1  # not asked again
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "delimiter"), [("trailers", ","), ("descriptors", "|"), ("plain", "\t")]
+)
+def test_inspect_export_and_models_read_csv_and_text_files(
+    layout: str, delimiter: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ibkr_flex_client import cli  # noqa: PLC0415 - the command line only here
+
+    path = tmp_path / "statement.csv"
+    path.write_bytes(to_csv(XML, layout=layout, delimiter=delimiter))
+    xml_path = tmp_path / "statement.xml"
+    xml_path.write_bytes(XML)
+    assert cli.main(["export", str(path), "--tag", "Trade"]) == 0
+    from_csv = capsys.readouterr().out
+    assert cli.main(["export", str(xml_path), "--tag", "Trade"]) == 0
+    assert from_csv == capsys.readouterr().out
+    assert cli.main(["inspect", str(path)]) == 0
+    assert "Trade" in capsys.readouterr().out
+    assert cli.main(["models", str(path), "--tag", "Trade"]) == 0
+    assert "class Trade" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("form", ["csv", "text"])
+def test_demo_shows_a_query_in_csv_or_text_form(
+    form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ibkr_flex_client import cli  # noqa: PLC0415
+
+    argv = ["demo", "--format", form, "--generation-seconds", "0", "--latency", "0"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "U7654321     2026-03-02 to 2026-03-06" in out
+    assert "Trades            6" in out

@@ -73,10 +73,6 @@ class DocumentStream:
     def stalled(self) -> int:
         return self._inner.stalled if self._inner is not None else len(self._head)
 
-    @property
-    def is_csv(self) -> bool:
-        return isinstance(self._inner, CsvStream)
-
     def feed(self, data: bytes) -> None:
         inner = self._inner
         if inner is None:
@@ -239,16 +235,19 @@ class HeaderCheck:
     then judged as :class:`FlexStatement` judges them. Their children are gone by then (the
     walk detaches them), so keeping them costs little."""
 
-    __slots__ = ("container", "statements")
+    __slots__ = ("container", "csv", "statements")
 
     def __init__(self) -> None:
         self.container: ET.Element | None = None
         self.statements: list[ET.Element] = []
+        self.csv = False  # read from CSV (whose statements may carry no dates)
 
     def see(self, depth: int, parent: str | None, element: ET.Element) -> None:
         """Note an element as it ends (``depth`` and ``parent`` as :func:`walk` gives them)."""
         # Elements arrive as they end: the first container's statements come before it, and
         # once it has ended, later containers are none of FlexStatement's business.
+        if depth == 0:
+            self.csv = element.get("format") == "CSV"
         if self.container is not None:
             return
         if depth == 1 and element.tag == "FlexStatements":
@@ -256,7 +255,7 @@ class HeaderCheck:
         elif depth == 2 and element.tag == "FlexStatement" and parent == "FlexStatements":
             self.statements.append(element)
 
-    def check(self, *, csv: bool = False) -> None:
+    def check(self) -> None:
         """Raise what :class:`FlexStatement` raises for these headers: dd/MM against MM/dd
         decided by the headers (where they leave it open, every date reads the same either
         way, so the document's other dates need not be consulted), then the structure."""
@@ -265,7 +264,7 @@ class HeaderCheck:
             day_first = infer_day_first(dates)
         except ValueError as exc:
             raise StatementError(f"Flex statement header: {exc}") from None
-        check_structure(self.container, self.statements, day_first, dates=not csv)
+        check_structure(self.container, self.statements, day_first, dates=not self.csv)
 
 
 class StatementCheck:
@@ -305,7 +304,7 @@ class StatementCheck:
         """The statement is complete: raise :class:`StatementError` unless it is a complete,
         well-formed Flex statement."""
         self._run(None)
-        self._headers.check(csv=self._xml.is_csv)
+        self._headers.check()
 
     def _run(self, piece: bytes | None) -> None:
         if self._error is not None:

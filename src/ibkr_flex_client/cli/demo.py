@@ -21,7 +21,7 @@ from ..statement import FlexStatement
 from ..sync import SyncEvent, SyncEventKind, sync_history
 from ..sync.status import read_status
 from ..testing.clock import FakeClock
-from ..testing.content import build_statement
+from ..testing.content import build_statement, to_csv
 from ..testing.history import AccountHistory, Correction
 from ..testing.simulator import FlexSimulator
 from .exits import EXIT_OK, EXIT_USAGE, Exit
@@ -62,6 +62,8 @@ def summarize(statement: FlexStatement) -> Iterator[str]:
 async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     accounts = ["U1234567", "U7654321"]
     document = build_statement(accounts=accounts, query_name="Demo activity")
+    if args.format != "xml":  # what a query set to CSV (or text: pipes) delivers
+        document = to_csv(document, delimiter="|" if args.format == "text" else ",")
     simulator = FlexSimulator(
         generation_seconds=args.generation_seconds, latency=args.latency, statement=document
     )
@@ -184,6 +186,8 @@ def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """:func:`run` (or :func:`run_sync`) in its own event loop."""
     if args.db and not args.sync:
         raise Exit(EXIT_USAGE, "--db goes with --sync (the database the demo syncs into)")
+    if args.sync and args.format != "xml":
+        raise Exit(EXIT_USAGE, "--format goes with the fetch demo, not --sync")
     if args.sync and args.output:
         raise Exit(EXIT_USAGE, "-o saves the fetched statement: not with --sync (use --db)")
     return asyncio.run(run_sync(args, out, err) if args.sync else run(args, out, err))

@@ -269,6 +269,13 @@ def _demo(command: _Command) -> None:
         help="simulated network latency per answer, in seconds (default: 0.15)",
     )
     demo.add_argument(
+        "--format",
+        choices=("xml", "csv", "text"),
+        default="xml",
+        help="the output format of the simulated Flex Query: xml (the default), csv (with "
+        "header and trailer records), or text (the same with pipes)",
+    )
+    demo.add_argument(
         "--sync",
         action="store_true",
         help="sync a simulated account's history since 2023 into a SQLite database instead: "
