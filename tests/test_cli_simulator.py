@@ -397,3 +397,18 @@ def test_every_stop_signal_closes_it_at_once_with_status_0(env: dict[str, str]) 
         )
         assert refused(served[name].url), name
         askers[name].connection.close()
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("form", ["csv", "csv-plain", "text"])
+def test_it_serves_a_query_in_csv_or_text_form(env: dict[str, str], form: str) -> None:
+    served = Served(env, "--generation-seconds", "0", "--format", form)
+    try:
+        url = served.ready()
+        statement = asyncio.run(fetch(url, secret(), "21"))
+        assert not statement.xml.lstrip().startswith(b"<")  # CSV, as received
+        assert [t.attrib for t in statement.iter("Trade")] == [
+            t.attrib for t in FlexStatement(build_statement()).iter("Trade")
+        ]
+    finally:
+        served.kill()

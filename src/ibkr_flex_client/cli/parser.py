@@ -397,6 +397,14 @@ def _simulator(command: _Command) -> None:
         help="seconds a reference code stays valid; 1017 after (default: 600)",
     )
     simulator.add_argument(
+        "--format",
+        choices=("xml", "csv", "csv-descriptors", "csv-plain", "text"),
+        default="xml",
+        help="the form of the statements served: xml (the default), csv (header and trailer "
+        "records), csv-descriptors (with HEADER/DATA too), csv-plain (column headers only), "
+        "or text (csv with pipes)",
+    )
+    simulator.add_argument(
         "--latency",
         type=_seconds,
         default=0.0,

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from .._clock import SystemClock
+from ..testing.content import build_statement, to_csv
 from ..testing.simulator import REQUESTS_PATH, FlexSimulator
 from .exits import EXIT_ERROR, EXIT_OK, Exit
 from .signals import STOP_SIGNALS, Signalled
@@ -132,9 +133,23 @@ def _cannot_listen(host: str, port: int, error: OSError) -> str:
     return f"{where}: {reason[:1].lower()}{reason[1:]}"
 
 
+# --format: (CSV layout, delimiter) of the statements served.
+_FORMATS = {
+    "csv": ("trailers", ","),
+    "csv-descriptors": ("trailers+descriptors", ","),
+    "csv-plain": ("plain", ","),
+    "text": ("trailers", "|"),
+}
+
+
 def main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Serve until stopped; 0 once a stop signal has closed the server."""
+    statement = None
+    if args.format != "xml":  # every query answers in that CSV layout (text: pipes)
+        layout, delimiter = _FORMATS[args.format]
+        statement = to_csv(build_statement(), layout=layout, delimiter=delimiter)
     simulator = FlexSimulator(
+        statement=statement,
         clock=SystemClock(),
         generation_seconds=args.generation_seconds,
         penalty_seconds=args.penalty_seconds,
