@@ -310,8 +310,8 @@ parent process to read); a line on stderr says how to use it. Point clients at i
 Any token and query id work, except those that fail on purpose (the tokens expired-token,
 invalid-token, ...; the queries invalid-query, ...: ibkr_flex_client.testing.TOKEN_CODES
 and QUERY_CODES). Every query serves the same generated sample statement (in XML, or in
-the CSV layout --format names). After 20 terminal
-failures a token is locked out (1025), as at IB.
+the CSV layout --format names). After 20 terminal failures a token is locked out
+(1025), as at IB.
 
 GET URL/_simulator/requests answers every request so far as JSON, oldest first:
   {"requests": [{"step": "SendRequest", "token_fingerprint": "...", "query": "1",
