@@ -406,7 +406,8 @@ def test_it_serves_a_query_in_csv_or_text_form(env: dict[str, str], form: str) -
     try:
         url = served.ready()
         statement = asyncio.run(fetch(url, secret(), "21"))
-        assert not statement.xml.lstrip().startswith(b"<")  # CSV, as received
+        received = statement.xml if isinstance(statement.xml, bytes) else statement.xml.encode()
+        assert not received.lstrip().startswith(b"<")  # CSV, as received
         assert [t.attrib for t in statement.iter("Trade")] == [
             t.attrib for t in FlexStatement(build_statement()).iter("Trade")
         ]

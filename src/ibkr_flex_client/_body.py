@@ -173,7 +173,7 @@ class _Reader:
             self.saving.write(piece)
             self._mind_the_gap(self.saving.check.stalled)
             return True
-        if self.root is not None and self._is_statement() and self.form == "xml":
+        if self.root is not None and self._is_statement():
             self._mind_the_density(piece)
         self.body += piece
         if self.form == "undecided":
@@ -244,8 +244,13 @@ class _Reader:
 
     def _mind_the_density(self, piece: bytes) -> None:
         # Counting "<" (elements) and "=" (attributes) costs nothing next to parsing, and
-        # keeps a hostile body of tiny elements from growing a tree out of proportion.
-        self.units += ELEMENT_UNITS * piece.count(b"<") + piece.count(b"=")
+        # keeps a hostile body of tiny elements from growing a tree out of proportion. In CSV
+        # a record (a line) is an element, and each delimiter an attribute.
+        if self.form == "csv":
+            fields = piece.count(b",") + piece.count(b"|") + piece.count(b"\t")
+            self.units += ELEMENT_UNITS * piece.count(b"\n") + fields
+        else:
+            self.units += ELEMENT_UNITS * piece.count(b"<") + piece.count(b"=")
         self.parsed += len(piece)
         if self.units > self.parsed // BYTES_PER_UNIT + SPARE_UNITS:
             self.fatal = True
@@ -296,7 +301,7 @@ class _Reader:
         if self.form == "undecided":
             self._other_form(final=True)
         if self.form == "csv":
-            return self._csv_statement(body)
+            return self._csv_statement(body, secret)
         if self.feed is None or not body.strip():
             return Reply(self.status, body)
         try:
@@ -305,14 +310,17 @@ class _Reader:
             return Reply(self.status, body)  # the flow parses it again and says why
         return Reply(self.status, body, root)
 
-    def _csv_statement(self, body: bytes) -> Reply | Trouble:
+    def _csv_statement(self, body: bytes, secret: str) -> Reply | Trouble:
         try:
             root = parse_csv(body)
         except CsvError as exc:
-            if exc.setting:  # the query's settings: trying again would not help
+            reason = from_server(str(exc), secret)  # it may quote the server's text
+            if exc.final:  # the same bytes again would give the same
                 self.fatal = True
-                raise StatementError(f"a Flex statement in CSV form that {exc}") from None
-            return Trouble(f"a statement in CSV form that is not complete: {exc}", self.status)
+                raise StatementError(
+                    f"not a Flex statement in CSV form we can read: {reason}"
+                ) from None
+            return Trouble(f"a statement in CSV form that is not complete: {reason}", self.status)
         return Reply(self.status, body, root)
 
     def abandon(self) -> None:

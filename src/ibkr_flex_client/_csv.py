@@ -47,11 +47,15 @@ Event = tuple[str, ET.Element]
 # The first record of each layout: a trailer record, a line descriptor, or a column header
 # (IB's first column is the account: ClientAccountID, or AccountID in some sections).
 _FIRST = re.compile(
-    r'^\ufeff?\s*"?(BOF|BOA|BOS|HEADER|DATA|ClientAccountID|AccountID|AccountAlias)"?\s*([,\t|;])',
+    r'^\ufeff?\s*"?(BOF|BOA|BOS|HEADER|DATA|MSG|ClientAccountID|AccountID|AccountAlias)"?'
+    r"\s*([,\t|;])",
     re.IGNORECASE,
 )
 _DELIMITERS = ",\t|;"
 _MAX_RECORD = 8 * 1024 * 1024  # no record of IB's is megabytes long
+# Lines end at CR, LF or CRLF only (not at the other breaks str.splitlines knows: a form feed
+# or U+2028 inside a value is part of it).
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9 /()&._%-]*$")
 _VALUE_LIKE = re.compile(r"^[-+]?[0-9][0-9.,:;/ -]*$")
 _TRAILERS = frozenset({"BOF", "BOA", "BOS", "EOS", "EOA", "EOF"})
@@ -62,12 +66,13 @@ _MARKERS = frozenset(
 
 
 class CsvError(ValueError):
-    """Not a complete Flex statement in CSV form. ``setting`` is True when a query setting,
-    not the transfer, is at fault (trying again would not help)."""
+    """Not a complete Flex statement in CSV form. ``final`` is True when asking again would
+    give the same (a query setting, an encoding, a record no statement holds), not when the
+    transfer may have cut it short."""
 
-    def __init__(self, message: str, *, setting: bool = False) -> None:
+    def __init__(self, message: str, *, final: bool = False) -> None:
         super().__init__(message)
-        self.setting = setting
+        self.final = final
 
 
 NO_HEADERS = (
@@ -86,8 +91,8 @@ def headerless_csv(head: bytes) -> bool:
     """Whether text that is none of IB's layouts still reads as delimited records (its
     first line three fields or more): CSV output without column headers, most likely."""
     text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
-    if not text or text.startswith(("<", "{", "[")):
-        return False
+    if not text or text.startswith(("<", "{", "[")) or "\0" in text or "\ufffd" in text[:2]:
+        return False  # markup, JSON, UTF-16 or binary
     first = text.splitlines()[0]
     return any(len(next(csv.reader([first], delimiter=d), [])) >= 3 for d in _DELIMITERS)
 
@@ -161,6 +166,8 @@ class CsvStream:
         self._in_account = False
         self._sections = 0
         self._opened = 0  # FlexStatement elements started
+        self._unended = False  # the last record had no line end (a file cut short?)
+        self._header_raw: list[str] = []  # the column-header record in use, as written
         self._open: list[ET.Element] = []  # started, not yet ended
 
     # --- input ---------------------------------------------------------------------------
@@ -171,7 +178,9 @@ class CsvStream:
         try:
             self._text += self._decoder.decode(data)
         except UnicodeDecodeError as exc:
-            raise CsvError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+            raise CsvError(
+                f"not UTF-8 text: {exc.reason} at byte {exc.start}", final=True
+            ) from None
         self._split(final=False)
 
     def close(self) -> None:
@@ -181,7 +190,7 @@ class CsvStream:
         try:
             self._text += self._decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
-            raise CsvError(f"not UTF-8 text: {exc.reason}") from None
+            raise CsvError(f"not UTF-8 text: {exc.reason}", final=True) from None
         self._split(final=True)
         if self._pending.strip():
             raise CsvError("cut short: the last record ends inside a quoted value")
@@ -197,8 +206,15 @@ class CsvStream:
         yield from events
 
     def _split(self, *, final: bool) -> None:
-        lines = self._text.splitlines(keepends=True)
-        if lines and not final and not lines[-1].endswith(("\n", "\r")):
+        text = self._text
+        if not final and "\n" not in text and "\r" not in text:
+            if len(text) > _MAX_RECORD:
+                raise CsvError(f"a record over {_MAX_RECORD:,} bytes: not one of IB's", final=True)
+            self.stalled = len(self._pending) + len(text)
+            return  # no line end yet: nothing to split
+        lines = _LINES.findall(text)
+        # A line without its end (or a CR that a LF may follow) waits for more, unless final.
+        if lines and not final and (not lines[-1].endswith(("\n", "\r")) or text.endswith("\r")):
             self._text = lines.pop()
         else:
             self._text = ""
@@ -216,8 +232,10 @@ class CsvStream:
                 add(self._pending)
                 self._pending, self._quotes = "", 0
             elif len(self._pending) > _MAX_RECORD:
-                raise CsvError(f"a record over {_MAX_RECORD:,} bytes: not one of IB's")
+                raise CsvError(f"a record over {_MAX_RECORD:,} bytes: not one of IB's", final=True)
         self.stalled = len(self._pending) + len(self._text)
+        if final and complete and not complete[-1].endswith(("\n", "\r")) and not self._bof:
+            self._unended = True
         if complete:
             self._records_in(complete)
 
@@ -238,16 +256,16 @@ class CsvStream:
     # --- the document --------------------------------------------------------------------
 
     def _record(self, record: list[str]) -> None:
+        if self._done:
+            raise CsvError("a record after EOF")
         if (
             self._columns
             and record[0] not in _MARKERS
             and self._layout != "descriptor"
-            and (self._layout == "trailer" or not _looks_like_header(record, self._columns))
+            and (self._layout == "trailer" or not self._new_header(record))
         ):
             self._row(record)  # the hot path: a data record in a section with headers
             return
-        if self._done:
-            raise CsvError("a record after EOF")
         kind = record[0].upper()
         if kind == "MSG" and len(record) == 2:
             return  # IB's note at the top ("Realized P/L is not ready ..."): not a row
@@ -296,6 +314,7 @@ class CsvStream:
             self._end_section()
             self._code = fields[0] if fields else ""
             self._columns = []
+            self._rows = 0
             self._sections += 1
         elif kind == "EOS":
             self._check_count(fields)
@@ -312,7 +331,9 @@ class CsvStream:
         if self._code and code and code != self._code:
             raise CsvError(f"EOS of section {code} inside section {self._code}")
         written = fields[1].strip() if len(fields) > 1 else ""
-        if written.isdigit() and int(written) != self._rows:
+        if not written.isdigit():
+            raise CsvError(f"section {self._code or code}: EOS without a row count")
+        if int(written) != self._rows:
             raise CsvError(
                 f"section {self._code or code}: EOS says {int(written)} rows, "
                 f"{self._rows} were read"
@@ -324,31 +345,37 @@ class CsvStream:
             if code != self._code or self._section is None or self._columns:
                 self._end_section()
                 self._code = code
-            self._columns = [attribute_name(name, code) for name in values]
+            self._columns = _named(values, code)
             return
         if code != self._code or not self._columns:
             raise CsvError(
                 f"section {code} has no column headers, so nothing in it can be named: set "
                 "the Flex Query's 'Include column headers?' to Yes",
-                setting=True,
+                final=True,
             )
         self._row(values)
 
     def _plain(self, record: list[str]) -> None:
-        new_header = self._layout == "plain" and _looks_like_header(record, self._columns)
+        new_header = self._layout == "plain" and self._new_header(record)
         if not self._columns or new_header:
-            if not _looks_like_header(record, []):
+            if not _looks_like_header(record):
                 raise CsvError(
                     "no column headers, so nothing can be named: set the Flex Query's "
                     "'Include column headers?' to Yes",
-                    setting=True,
+                    final=True,
                 )
             self._end_section()
             if self._layout == "plain":
                 self._code = ""
-            self._columns = [attribute_name(name, self._code) for name in record]
+            self._columns = _named(record, self._code)
+            self._header_raw = record
             return
         self._row(record)
+
+    def _new_header(self, record: list[str]) -> bool:
+        """In a layout without codes, a record that starts another section: its column
+        headers (the same as the section before, for another account or day, too)."""
+        return record == self._header_raw or _looks_like_header(record)
 
     def _row(self, values: list[str]) -> None:
         if len(values) != len(self._columns):
@@ -405,6 +432,8 @@ class CsvStream:
             raise CsvError("an empty document")
         if self._bof and not self._eof:
             raise CsvError("cut short: no EOF record after the BOF record")
+        if self._unended:
+            raise CsvError("cut short: the last record has no line end")
         if self._in_account:
             raise CsvError("cut short: an account's BOA without its EOA")
         if self._layout == "trailer" and self._code:
@@ -438,17 +467,26 @@ def _delimiter(first: str) -> str:
     return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
 
 
-def _looks_like_header(record: list[str], current: list[str]) -> bool:
+def _named(headers: list[str], code: str) -> list[str]:
+    """The attribute names of a section's column headers; a header whose name another one
+    already took keeps its CSV name (two columns never share an attribute: no value lost)."""
+    names: list[str] = []
+    for header in headers:
+        name = attribute_name(header, code)
+        names.append(name if name not in names else header.strip())
+    if len(set(names)) != len(names):
+        raise CsvError(f"section {code or '?'} names a column twice", final=True)
+    return names
+
+
+def _looks_like_header(record: list[str]) -> bool:
     """Whether a record names columns: every value a name, none a number or a date, and one
-    at least a column IB names (an account's id, a symbol...), and not the columns in use."""
+    at least a column IB names (an account's id, a symbol...)."""
     if not record or not all(value and _NAME.match(value) for value in record):
         return False
     if any(_VALUE_LIKE.match(value) for value in record):
         return False
-    if not any(value.strip().lstrip("\ufeff") in KNOWN_HEADERS for value in record):
-        return False
-    named = [attribute_name(value) for value in record]
-    return named != current or not current
+    return any(value.strip().lstrip("\ufeff") in KNOWN_HEADERS for value in record)
 
 
 def _bof_header(fields: list[str]) -> dict[str, str]:

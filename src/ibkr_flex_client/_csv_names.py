@@ -88,14 +88,16 @@ KNOWN_HEADERS = frozenset(
     }
 )
 
-# A section without a code (a layout without line descriptors): told by a column of its own.
-_BY_COLUMN: Sequence[tuple[str, tuple[str, str]]] = (
-    ("buySell", ("Trades", "Trade")),
-    ("markPrice", ("OpenPositions", "OpenPosition")),
-    ("startingCash", ("CashReport", "CashReportCurrency")),
-    ("activityDescription", ("StmtFunds", "StatementOfFundsLine")),
-    ("amount", ("CashTransactions", "CashTransaction")),
-    ("dateOpened", ("AccountInformation", "AccountInformation")),
+# A section without a code (a layout without line descriptors): told by columns of its own;
+# the first whose columns are all there, else "Rows".
+_BY_COLUMNS: Sequence[tuple[frozenset[str], tuple[str, str]]] = (
+    (frozenset({"buySell"}), ("Trades", "Trade")),
+    (frozenset({"markPrice"}), ("OpenPositions", "OpenPosition")),
+    (frozenset({"startingCash", "endingCash"}), ("CashReport", "CashReportCurrency")),
+    (frozenset({"activityDescription", "balance"}), ("StmtFunds", "StatementOfFundsLine")),
+    (frozenset({"actionDescription"}), ("CorporateActions", "CorporateAction")),
+    (frozenset({"amount", "type"}), ("CashTransactions", "CashTransaction")),
+    (frozenset({"dateOpened"}), ("AccountInformation", "AccountInformation")),
 )
 _LEADING_CAPITALS = re.compile(r"^([A-Z]+)(?=[A-Z][a-z]|$)|^([A-Z])")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -121,7 +123,7 @@ def section_tags(code: str, columns: Sequence[str]) -> tuple[str, str]:
     if code:
         return SECTIONS.get(code.upper(), (code, code))
     present = set(columns)
-    for column, tags in _BY_COLUMN:
-        if column in present:
+    for needed, tags in _BY_COLUMNS:
+        if needed <= present:
             return tags
     return ("Rows", "Row")

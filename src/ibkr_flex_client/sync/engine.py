@@ -338,6 +338,12 @@ def _header_dates(
     that no day of the document decides (``04/03/2026`` in a query of early-month dates) are
     read in the order that gives the range asked, if one does."""
     texts = (part.element.get("fromDate", ""), part.element.get("toDate", ""))
+    if not any(texts):
+        raise StatementError(
+            "the statement carries no dates (a query in CSV form without header and trailer "
+            "records), so no window can be checked or stored: set the Flex Query's 'Include "
+            "header and trailer records?' to Yes, or its format to XML"
+        )
     orders = [day_first] if day_first is not None else [None, False, True]
     first_read: tuple[tuple[date, date], bool | None] | None = None
     for order in orders:
