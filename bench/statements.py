@@ -258,17 +258,7 @@ def main(rows: int = ROWS) -> None:
         stream = paired(lambda: streamed(single), lambda: bare_iterparse(single))
         print(line("streaming", stream, "bare iterparse loop", "1.2x"))
 
-        idle = memory(single, "idle")
-        one, two = memory(single, "stream"), memory(double, "stream")
-        assert one["rows"] == rows
-        assert two["rows"] == 2 * rows
-        for label, probe in ((f"{size:.0f} MB", one), (f"{2 * size:.0f} MB", two)):
-            print(
-                f"| streaming peak memory, {label} file | {probe['peak']:.1f} MB "
-                f"(+{probe['peak'] - probe['before']:.1f} MB while reading) "
-                f"| {idle['peak']:.1f} MB (same process, not reading) "
-                f"| {probe['peak'] / idle['peak']:.2f}x | under 60 MB |"
-            )
+        memory_lines("streaming", single, double, rows, "under 60 MB")
 
         statement = FlexStatement(data)
         models: list[tuple[str, type[Any]]] = [("dataclass", Trade)]
@@ -306,17 +296,23 @@ def csv_tables(folder: Path, data: bytes, double: bytes, rows: int) -> None:
     print(line("CSV: full parse", parse, "csv.DictReader", "1.5x"))
     stream = paired(lambda: streamed(single_csv), lambda: dict_reader_file(single_csv))
     print(line("CSV: streaming", stream, "csv.DictReader over the file", "1.5x"))
-    size = len(csv_data) / 1e6
-    idle = memory(single_csv, "idle")
-    one, two = memory(single_csv, "stream"), memory(double_csv, "stream")
+    memory_lines("CSV: streaming", single_csv, double_csv, rows, "flat")
+
+
+def memory_lines(what: str, single: Path, double: Path, rows: int, target: str) -> None:
+    """Peak memory streaming ``single`` and ``double`` (twice the rows), each in a fresh
+    process, against the same process not reading."""
+    size = single.stat().st_size / 1e6
+    idle = memory(single, "idle")
+    one, two = memory(single, "stream"), memory(double, "stream")
     assert one["rows"] == rows
     assert two["rows"] == 2 * rows
     for label, probe in ((f"{size:.0f} MB", one), (f"{2 * size:.0f} MB", two)):
         print(
-            f"| CSV: streaming peak memory, {label} file | {probe['peak']:.1f} MB "
+            f"| {what} peak memory, {label} file | {probe['peak']:.1f} MB "
             f"(+{probe['peak'] - probe['before']:.1f} MB while reading) "
             f"| {idle['peak']:.1f} MB (same process, not reading) "
-            f"| {probe['peak'] / idle['peak']:.2f}x | flat |"
+            f"| {probe['peak'] / idle['peak']:.2f}x | {target} |"
         )
 
 
