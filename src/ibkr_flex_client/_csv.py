@@ -165,7 +165,6 @@ class CsvStream:
         self._rows = 0
         self._bof = self._eof = False
         self._in_account = False
-        self._sections = 0
         self._opened = 0  # FlexStatement elements started
         self._unended = False  # the last record had no line end (a file cut short?)
         self._header_raw: list[str] = []  # the column-header record in use, as written
@@ -319,7 +318,6 @@ class CsvStream:
             self._code = fields[0] if fields else ""
             self._columns = []
             self._rows = 0
-            self._sections += 1
         elif kind == "EOS":
             self._check_count(fields)
             self._end_section()

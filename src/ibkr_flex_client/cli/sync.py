@@ -180,18 +180,14 @@ def show_status(status: QueryStatus, out: TextIO) -> None:
         print(f"query {status.query_id}: nothing stored", file=out)
         return
     print(
-        f"query {status.query_id}: {_day(status.first)} to {_day(status.last)} in "
+        f"query {status.query_id}: {status.first} to {status.last} in "
         f"{status.windows} windows ({status.empty} without a statement), accounts "
         f"{', '.join(status.accounts) or '-'}, last synced {status.synced_at}",
         file=out,
     )
     for first, last in status.gaps:
-        print(f"  gap: {_day(first)} to {_day(last)} (run sync with --since {first})", file=out)
+        print(f"  gap: {first} to {last} (run sync with --since {first})", file=out)
     if status.running:
         print("  a sync of the database is running now", file=out)
     elif status.unfinished:
         print("  a sync of it was interrupted: the next one resumes it", file=out)
-
-
-def _day(day: date) -> str:
-    return day.isoformat()

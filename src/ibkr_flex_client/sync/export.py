@@ -30,7 +30,7 @@ from types import ModuleType
 from typing import IO, Literal, cast, overload
 
 from ..errors import StoreError
-from .store import BUSY_MILLISECONDS, SCHEMA_VERSION, Store, _quote
+from .store import BUSY_MILLISECONDS, Store, _quote, read_only_uri, refuse_newer
 
 __all__ = ["FORMATS", "PARQUET_EXTRA", "export_tag"]
 
@@ -104,17 +104,10 @@ def _snapshot(path: Path) -> Iterator[sqlite3.Connection]:
         raise FileNotFoundError(errno.ENOENT, "no sync database", str(path))
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a directory, not a sync database", str(path))
-    # A URI of the absolute path, percent-encoded: a name may hold ?, # or %.
-    uri = path.absolute().as_uri() + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=BUSY_MILLISECONDS / 1000)
+    db = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_MILLISECONDS / 1000)
     try:
         db.isolation_level = None  # the transaction below is ours
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}, from a newer ibkr-flex-client "
-                f"(this one knows up to {SCHEMA_VERSION}): upgrade the library"
-            )
+        version = refuse_newer(db, path)
         db.execute("BEGIN")  # deferred: the snapshot starts at the first read below
         known = db.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '@columns'"

@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from .lock import sync_running
+from .store import read_only_uri
 from .windows import gaps
 
 __all__ = ["QueryStatus", "read_status"]
@@ -32,7 +33,7 @@ class QueryStatus:
 
 def read_status(path: Path, queries: Sequence[str] | None = None) -> list[QueryStatus]:
     """Each query's coverage (those named, else every query), read-only."""
-    db = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+    db = sqlite3.connect(read_only_uri(path), uri=True)
     try:
         rows = db.execute(
             'SELECT query_id, covers_from, covers_to, outcome, accounts, stored_at FROM "@windows" '

@@ -201,12 +201,7 @@ class Store:
                     f"{self.path} is a SQLite database of another program (it holds tables "
                     "but no sync schema): give sync a database of its own"
                 )
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, from a newer ibkr-flex-client "
-                f"(this one knows up to {SCHEMA_VERSION}): upgrade the library"
-            )
-        return version
+        return refuse_newer(self._db, self.path, version)
 
     @property
     def version(self) -> int:
@@ -546,6 +541,24 @@ class Store:
         where = ' WHERE "@current" = 1' if current_only else ""
         sql = f"SELECT count(*) FROM {_quote(tag)}{where}"  # noqa: S608 - a quoted name
         return int(self._db.execute(sql).fetchone()[0])
+
+
+def read_only_uri(path: Path) -> str:
+    """The URI that opens ``path`` read-only, never creating it (``mode=ro``): of the
+    absolute path, percent-encoded, so a name may hold ?, # or %."""
+    return path.absolute().as_uri() + "?mode=ro"
+
+
+def refuse_newer(db: sqlite3.Connection, path: Path, version: int | None = None) -> int:
+    """The database's schema version; a :class:`StoreError` if a newer library made it."""
+    if version is None:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, from a newer ibkr-flex-client "
+            f"(this one knows up to {SCHEMA_VERSION}): upgrade the library"
+        )
+    return version
 
 
 def _day_or_none(text: str | None) -> date | None:
